@@ -1,0 +1,239 @@
+"""L-inf attacks as one masked PGD loop: fgsm, pgd, cw_inf and dynamic_pgd configure it.
+
+Every attack in the paper is the same loop with different settings (see
+``shared/design.md``): a per-example step budget, a step size, a FOSC threshold and a random
+start. The loop is one ``lax.while_loop`` that exits as soon as no example is still active, so
+a batch whose examples all converge after two steps costs three gradient evaluations (the one
+at the start point and one per step), not K + 1.
+
+An attack takes ``logits_fn``, a pure function from a batch in [0, 1] to logits [B, C].
+Gradients of each example's loss come from differentiating the SUM of per-example losses, so
+an example's gradient and FOSC do not depend on the batch around it (as long as
+``logits_fn`` itself treats examples independently, e.g. BatchNorm in inference mode).
+
+Call the attacks under ``jax.jit`` (they trace fine; the loop compiles as one XLA while).
+Do not differentiate through them: the returned ``x_adv`` is wrapped in ``stop_gradient``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from fosc_jax._checks import (check_eps, check_labels, check_logits, check_positive,
+                              check_same_shape, is_concrete)
+from fosc_jax.criterion import fosc as fosc_fn
+from fosc_jax.losses import cross_entropy, cw_margin, get_loss
+
+LogitsFn = Callable[[Array], Array]
+Scalar = Union[float, Array]
+
+
+@flax.struct.dataclass
+class AttackResult:
+    """What every attack returns (a pytree, so it passes through jit).
+
+    Attributes:
+      x_adv: adversarial inputs [B, ...], inside the eps-ball and [0, 1]; a constant.
+      fosc: FOSC of ``x_adv`` w.r.t. the FOSC origin (clean x0 by default) using the
+        gradient at ``x_adv`` [B], float32.
+      num_steps: steps each example took [B], int32.
+      loss: the attack loss at ``x_adv`` [B] (cross-entropy, or the CW margin).
+      iterations: how many times the loop body ran (scalar int32) = max(num_steps).
+      fosc_trace: [max_steps + 1, B] FOSC after each iteration (row 0: start point), or
+        None unless ``record_trace=True``. Stopped examples repeat their last value.
+      loss_trace: like ``fosc_trace`` for the attack loss.
+    """
+    x_adv: Array
+    fosc: Array
+    num_steps: Array
+    loss: Array
+    iterations: Array
+    fosc_trace: Optional[Array] = None
+    loss_trace: Optional[Array] = None
+
+
+def _per_example(value: Scalar, batch: int, ndim: int) -> Array:
+    """Scalar or [B] setting -> float32 [B, 1, ..., 1] that broadcasts against inputs."""
+    v = jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))
+    return v.reshape((batch,) + (1,) * (ndim - 1))
+
+
+def _validate(logits_fn: LogitsFn, x0: Array, y: Array, eps: Scalar, step_size: Scalar,
+              max_steps: int, budget: Optional[Array]) -> None:
+    if jnp.ndim(x0) < 2:
+        raise ValueError(f"x0 must be a batch [B, ...] of inputs, got shape {np.shape(x0)}.")
+    batch = x0.shape[0]
+    check_eps(eps, batch)
+    check_positive(step_size, batch, "step_size")
+    if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1, got {max_steps!r}.")
+    if budget is not None:
+        if tuple(np.shape(budget)) != (batch,):
+            raise ValueError(f"budget must have shape ({batch},), got {np.shape(budget)}.")
+        if is_concrete(budget) and (np.min(budget) < 0 or np.max(budget) > max_steps):
+            raise ValueError(f"budget values must lie in [0, num_steps={max_steps}], got "
+                             f"[{np.min(budget)}, {np.max(budget)}].")
+    check_labels(y, batch, name="y")
+    try:
+        out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x0.shape, jnp.float32))
+    except Exception as err:  # surface the model's own error with context
+        raise ValueError(f"logits_fn failed on an input of shape {x0.shape}: {err}") from err
+    if not hasattr(out, "shape"):
+        raise ValueError(f"logits_fn must return one array of shape ({batch}, num_classes), "
+                         f"got {type(out).__name__}.")
+    num_classes = check_logits(out, batch, name="logits_fn(x0)")
+    check_labels(y, batch, num_classes, name="y")
+
+
+def masked_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
+               step_size: Scalar, max_steps: int, budget: Optional[Array] = None,
+               threshold: Scalar = -jnp.inf, random_start: bool = True, loss: str = "ce",
+               kappa: float = 50.0, fosc_origin: str = "clean",
+               record_trace: bool = False) -> AttackResult:
+    """The one attack loop: sign-gradient ascent with per-example stopping.
+
+    ``active = (steps < budget) & (fosc > threshold)``; the first step is always taken by
+    every example with a budget > 0. An example that stops never moves again and keeps the
+    FOSC and loss it stopped with. Examples with budget 0 return ``x0`` unchanged (no random
+    start): the clean part of a curriculum batch.
+
+    Args:
+      logits_fn: pure function, batch in [0, 1] -> logits [B, C].
+      x0: clean inputs [B, ...] in [0, 1].
+      y: integer labels [B].
+      key: PRNG key for the random start.
+      eps: L-inf radius, scalar or [B].
+      step_size: step length, scalar or [B].
+      max_steps: static upper bound on steps (the loop never runs longer).
+      budget: optional int [B] per-example step budget in [0, max_steps].
+      threshold: FOSC level c_t below which an example stops (-inf: never, +inf: after one).
+      random_start: start from x0 + U(-eps, eps) clipped to [0, 1].
+      loss: "ce" (cross-entropy) or "cw" (CW margin with ``kappa``).
+      fosc_origin: "clean" (paper: FOSC w.r.t. x0) or "start" (released code: w.r.t. the
+        random start, so FOSC can be negative).
+      record_trace: also return FOSC and loss after every iteration.
+    """
+    _validate(logits_fn, x0, y, eps, step_size, max_steps, budget)
+    if fosc_origin not in ("clean", "start"):
+        raise ValueError(f"fosc_origin must be 'clean' or 'start', got {fosc_origin!r}.")
+    per_example_loss = get_loss(loss)
+    if per_example_loss is cw_margin:
+        per_example_loss = lambda z, t: cw_margin(z, t, kappa)  # noqa: E731
+
+    batch, ndim = x0.shape[0], x0.ndim
+    x0 = jax.lax.stop_gradient(jnp.asarray(x0, jnp.float32))
+    eps_b = _per_example(eps, batch, ndim)
+    alpha_b = _per_example(step_size, batch, ndim)
+    eps_flat = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (batch,))
+    budget = (jnp.full((batch,), max_steps, jnp.int32) if budget is None
+              else jnp.asarray(budget, jnp.int32))
+    lower, upper = jnp.maximum(x0 - eps_b, 0.0), jnp.minimum(x0 + eps_b, 1.0)
+
+    if random_start:
+        noise = jax.random.uniform(key, x0.shape, jnp.float32, -1.0, 1.0) * eps_b
+        start = jnp.clip(x0 + noise, 0.0, 1.0)
+        start = jnp.where(_per_example(budget > 0, batch, ndim) > 0, start, x0)
+    else:
+        start = x0
+    origin = x0 if fosc_origin == "clean" else start
+
+    def loss_and_grad(x: Array):
+        def total(x):
+            per_ex = per_example_loss(logits_fn(x), y)
+            return jnp.sum(per_ex), per_ex
+        (_, per_ex), g = jax.value_and_grad(total, has_aux=True)(x)
+        return per_ex, g
+
+    def criterion(g: Array, x: Array) -> Array:
+        return fosc_fn(g, x - origin, eps_flat)
+
+    loss0, g0 = loss_and_grad(start)
+    c0 = criterion(g0, start)
+    trace_len = max_steps + 1 if record_trace else 1
+    fosc_trace = jnp.full((trace_len, batch), jnp.nan, jnp.float32).at[0].set(c0)
+    loss_trace = jnp.full((trace_len, batch), jnp.nan, jnp.float32).at[0].set(loss0)
+    init = dict(x=start, g=g0, c=c0, loss=loss0, steps=jnp.zeros((batch,), jnp.int32),
+                active=budget > 0, k=jnp.int32(0), fosc_trace=fosc_trace,
+                loss_trace=loss_trace)
+
+    def cond(s):
+        return jnp.any(s["active"]) & (s["k"] < max_steps)
+
+    def body(s):
+        act = s["active"]
+        act_b = _per_example(act, batch, ndim) > 0
+        moved = jnp.clip(s["x"] + alpha_b * jnp.sign(s["g"]), lower, upper)
+        x = jnp.where(act_b, moved, s["x"])
+        new_loss, g = loss_and_grad(x)
+        c = jnp.where(act, criterion(g, x), s["c"])
+        new_loss = jnp.where(act, new_loss, s["loss"])
+        steps = s["steps"] + act.astype(jnp.int32)
+        k = s["k"] + 1
+        out = dict(x=x, g=jnp.where(act_b, g, s["g"]), c=c, loss=new_loss, steps=steps,
+                   active=act & (steps < budget) & (c > threshold), k=k,
+                   fosc_trace=s["fosc_trace"], loss_trace=s["loss_trace"])
+        if record_trace:
+            out["fosc_trace"] = s["fosc_trace"].at[k].set(c)
+            out["loss_trace"] = s["loss_trace"].at[k].set(new_loss)
+        return out
+
+    final = jax.lax.while_loop(cond, body, init)
+    result = AttackResult(
+        x_adv=jax.lax.stop_gradient(final["x"]), fosc=final["c"], num_steps=final["steps"],
+        loss=final["loss"], iterations=final["k"])
+    if record_trace:
+        # Rows after the loop exited repeat the final values (examples had all stopped).
+        rows = jnp.arange(trace_len)[:, None]
+        fill = rows > final["k"]
+        result = result.replace(
+            fosc_trace=jnp.where(fill, final["c"][None], final["fosc_trace"]),
+            loss_trace=jnp.where(fill, final["loss"][None], final["loss_trace"]))
+    return result
+
+
+def fgsm(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
+         random_start: bool = False, loss: str = "ce", kappa: float = 50.0) -> AttackResult:
+    """Fast gradient sign method: one step of size eps (from x0, or a random start)."""
+    return masked_pgd(logits_fn, x0, y, key, eps=eps, step_size=eps, max_steps=1,
+                      random_start=random_start, loss=loss, kappa=kappa)
+
+
+def pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
+        step_size: Scalar, num_steps: int, random_start: bool = True, loss: str = "ce",
+        kappa: float = 50.0, record_trace: bool = False) -> AttackResult:
+    """Projected gradient descent (Madry et al.): ``num_steps`` sign steps for every example."""
+    return masked_pgd(logits_fn, x0, y, key, eps=eps, step_size=step_size,
+                      max_steps=num_steps, random_start=random_start, loss=loss,
+                      kappa=kappa, record_trace=record_trace)
+
+
+def cw_inf(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
+           step_size: Scalar, num_steps: int = 30, random_start: bool = True,
+           kappa: float = 50.0) -> AttackResult:
+    """CW-inf: PGD on the margin loss -relu(z_y - max_{j != y} z_j + kappa), 30 steps."""
+    return pgd(logits_fn, x0, y, key, eps=eps, step_size=step_size, num_steps=num_steps,
+               random_start=random_start, loss="cw", kappa=kappa)
+
+
+def dynamic_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
+                step_size: Scalar, num_steps: int, threshold: Scalar,
+                random_start: bool = True, loss: str = "ce", kappa: float = 50.0,
+                fosc_origin: str = "clean", record_trace: bool = False) -> AttackResult:
+    """Dynamic PGD (Algorithm 1): each example stops once its FOSC is <= ``threshold``.
+
+    The first step is always taken; the loop exits when no example is active or after
+    ``num_steps`` steps.
+    """
+    return masked_pgd(logits_fn, x0, y, key, eps=eps, step_size=step_size,
+                      max_steps=num_steps, threshold=threshold, random_start=random_start,
+                      loss=loss, kappa=kappa, fosc_origin=fosc_origin,
+                      record_trace=record_trace)
+
+
+__all__ = ["AttackResult", "masked_pgd", "fgsm", "pgd", "cw_inf", "dynamic_pgd",
+           "cross_entropy", "cw_margin"]

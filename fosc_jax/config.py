@@ -1,0 +1,163 @@
+"""The experiment config: defaults, and validation of a whole ConfigDict in one place.
+
+Every experiment file in ``configs/`` starts from :func:`base_config` and overrides fields.
+:func:`validate_config` runs before any compute and raises :class:`ConfigError` naming the
+field, the bad value and the accepted values.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import ml_collections
+
+DATASETS = ("mnist", "cifar10")
+DEFENSES = ("unsecured", "standard", "curriculum", "dynamic", "fgsm_pgd")
+BN_MODES = ("train", "eval")
+DTYPES = ("float32", "bfloat16")
+CURRICULUM_RULES = ("fixed", "plateau")
+FOSC_ORIGINS = ("clean", "start")
+AUGMENTS = ("none", "cifar")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value the run cannot use."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults: the paper's MNIST Dynamic AT setting (section 5.1 and method.md)."""
+    c = ml_collections.ConfigDict()
+    c.name = "mnist_dynamic"
+    c.seed = 0
+    c.num_epochs = 50
+    c.batch_size = 128            # global batch, split over devices
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "files:../shared/data/mnist"   # "tfds", "files:DIR" or "bundled"
+    c.data.name = "mnist"
+    c.data.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
+    c.data.augment = "none"       # "cifar": 4-pixel pad + random crop + flip, on device
+    c.data.train_limit = 0        # use only the first N training examples (0: all)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "mnist_cnn"
+    c.model.dtype = "float32"     # compute dtype; params and optimizer state stay float32
+
+    c.attack = ml_collections.ConfigDict()
+    c.attack.eps = 0.3
+    c.attack.step_size = ml_collections.config_dict.placeholder(float)  # None: eps / 4
+    c.attack.num_steps = 10       # K
+    c.attack.random_start = True
+    c.attack.bn_mode = "train"    # BatchNorm mode while attacking: "train" (Madry) or "eval"
+
+    c.defense = ml_collections.ConfigDict()
+    c.defense.name = "dynamic"
+    c.defense.c_max = 0.5
+    c.defense.t_prime = 40        # c_t reaches 0 at epoch T'
+    c.defense.fosc_origin = "clean"   # released code: "start"
+    c.defense.loss_weighting = False  # released code: weight loss by adversarial CE from epoch 1
+    c.defense.curriculum_rule = "fixed"
+    c.defense.curriculum_max_k = 10
+    c.defense.curriculum_patience = 10
+    c.defense.fgsm_epochs = 20
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 0.01
+    c.optim.momentum = 0.9
+    c.optim.weight_decay = 1e-4
+    c.optim.lr_drop_epochs = (20, 40)
+    c.optim.lr_drop_factor = 0.1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_examples = 1000    # fixed test subset for the per-epoch clean/PGD-10 numbers
+    c.eval.batch_size = 500
+
+    c.log_every = 50              # steps between progress-bar metric syncs
+    c.quiet = False
+    c.fosc_sample_size = 2000     # per-epoch FOSC values saved for the density figures
+    c.checkpoint_every = 1        # epochs
+    c.checkpoint_keep = 3
+    c.stop_after_epochs = 0       # stop (checkpointed) after N epochs this run; 0: never
+    return c
+
+
+def _fail(field: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"config.{field} = {value!r} is invalid: {expected}.")
+
+
+def _one_of(config: ml_collections.ConfigDict, field: str, choices) -> None:
+    value = config
+    for part in field.split("."):
+        value = value[part]
+    if value not in choices:
+        _fail(field, value, f"expected one of {list(choices)}")
+
+
+def step_size(config: ml_collections.ConfigDict) -> float:
+    """The attack step: the configured one, or eps / 4 (the paper's default)."""
+    return config.attack.step_size if config.attack.step_size is not None else config.attack.eps / 4
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int] = None,
+                    check_data: bool = True) -> ml_collections.ConfigDict:
+    """Check every field a run depends on; raise ConfigError with a fix-it message."""
+    from fosc_jax.models import MODEL_NAMES  # local: keep config importable on its own
+
+    _one_of(config, "data.name", DATASETS)
+    _one_of(config, "model.name", MODEL_NAMES)
+    _one_of(config, "model.dtype", DTYPES)
+    _one_of(config, "defense.name", DEFENSES)
+    _one_of(config, "attack.bn_mode", BN_MODES)
+    _one_of(config, "defense.curriculum_rule", CURRICULUM_RULES)
+    _one_of(config, "defense.fosc_origin", FOSC_ORIGINS)
+    _one_of(config, "data.augment", AUGMENTS)
+    if not config.attack.eps > 0:
+        _fail("attack.eps", config.attack.eps, "must be > 0 (e.g. 0.3 for MNIST, 8/255 for CIFAR-10)")
+    if config.attack.step_size is not None and not config.attack.step_size > 0:
+        _fail("attack.step_size", config.attack.step_size, "must be > 0, or None for eps/4")
+    if int(config.attack.num_steps) < 1:
+        _fail("attack.num_steps", config.attack.num_steps, "must be >= 1")
+    if int(config.num_epochs) < 1:
+        _fail("num_epochs", config.num_epochs, "must be >= 1")
+    if config.defense.c_max < 0:
+        _fail("defense.c_max", config.defense.c_max, "must be >= 0")
+    if not 0 < config.defense.t_prime <= config.num_epochs:
+        _fail("defense.t_prime", config.defense.t_prime,
+              f"must satisfy 0 < T' <= num_epochs ({config.num_epochs})")
+    if config.defense.curriculum_max_k < 1:
+        _fail("defense.curriculum_max_k", config.defense.curriculum_max_k, "must be >= 1")
+    if config.defense.fgsm_epochs < 0:
+        _fail("defense.fgsm_epochs", config.defense.fgsm_epochs, "must be >= 0")
+    if not config.optim.lr > 0:
+        _fail("optim.lr", config.optim.lr, "must be > 0")
+    if config.optim.weight_decay < 0:
+        _fail("optim.weight_decay", config.optim.weight_decay, "must be >= 0")
+    if int(config.batch_size) < 1:
+        _fail("batch_size", config.batch_size, "must be >= 1")
+    if num_devices is not None and config.batch_size % num_devices:
+        _fail("batch_size", config.batch_size,
+              f"the global batch must be divisible by the device count ({num_devices}); "
+              f"use a multiple of {num_devices}")
+    if config.eval.num_examples < 0:
+        _fail("eval.num_examples", config.eval.num_examples, "must be >= 0")
+    if config.eval.batch_size < 1 or (num_devices and config.eval.batch_size % num_devices):
+        _fail("eval.batch_size", config.eval.batch_size,
+              f"must be >= 1 and divisible by the device count ({num_devices})")
+    if int(config.log_every) < 1:
+        _fail("log_every", config.log_every, "must be >= 1")
+    if check_data:
+        _check_source(config.data.source)
+    return config
+
+
+def _check_source(source: str) -> None:
+    if source in ("tfds", "bundled"):
+        return
+    if not isinstance(source, str) or not source.startswith("files:"):
+        _fail("data.source", source, "expected 'tfds', 'bundled' or 'files:DIR'")
+    path = os.path.expanduser(source[len("files:"):])
+    if not os.path.exists(path):
+        _fail("data.source", source,
+              f"the path {path!r} does not exist; point it at a folder holding MNIST IDX files, "
+              f"the CIFAR-10 binary release or an .npz (override with "
+              f"--config.data.source=files:/path/to/data)")
