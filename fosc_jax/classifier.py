@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax import Array
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Classifier:
     """A Flax model with its variables, in inference mode (BatchNorm uses running stats).
 

@@ -1,0 +1,423 @@
+"""The training step and loop shared by every defense.
+
+One compiled program runs a chunk of ``log_every`` steps with ``lax.scan``: gather the batch
+from the on-device split, augment, attack (the masked PGD loop configured by the defense's
+:class:`~fosc_jax.defenses.AttackSettings`), then one optax update. The host only syncs at
+chunk boundaries (progress bar) and at epoch ends (metrics, checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax import Array
+
+from fosc_jax import checkpointing, defenses, parallel, schedules
+from fosc_jax.attacks import masked_pgd
+from fosc_jax.classifier import Classifier
+from fosc_jax.config import step_size as default_step_size
+from fosc_jax.config import validate_config
+from fosc_jax.data import Dataset, epoch_permutation, get_augment, load_dataset, to_float
+from fosc_jax.defenses import AttackSettings
+from fosc_jax.losses import cross_entropy
+from fosc_jax.models import get_model
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resume needs; a pytree of arrays so Orbax can save it whole."""
+    step: Array               # int32 global step
+    epoch: Array              # int32 epochs completed
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    key: Array                # uint32 [2] raw key; per-step keys are fold_in(key, step)
+    curriculum_k: Array       # int32 current curriculum level (plateau rule)
+    curriculum_best: Array    # f32 best held-out PGD-k accuracy at this level
+    curriculum_wait: Array    # int32 epochs since that best
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """SGD with momentum and coupled L2 weight decay on kernels (Keras/PyTorch style)."""
+    lr = schedules.learning_rate(config.optim.lr, config.optim.lr_drop_epochs,
+                                 config.optim.lr_drop_factor, steps_per_epoch)
+    kernels_only = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)  # noqa: E731
+    return optax.chain(optax.add_decayed_weights(config.optim.weight_decay, mask=kernels_only),
+                       optax.sgd(lr, momentum=config.optim.momentum))
+
+
+def _dtype(name: str):
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+class Trainer:
+    """Builds the model, optimizer, mesh and the compiled step for one config.
+
+    ``train_step`` runs one step; ``train_chunk`` runs several with ``lax.scan`` over rows of
+    an index matrix into the on-device training split (what the epoch loop uses).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, input_shape: tuple,
+                 num_classes: int, steps_per_epoch: int = 1, mesh=None):
+        self.config = config
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.steps_per_epoch = steps_per_epoch
+        self.mesh = mesh if mesh is not None else parallel.make_mesh()
+        self.model = get_model(config.model.name, num_classes=num_classes,
+                               dtype=_dtype(config.model.dtype))
+        self.tx = make_optimizer(config, steps_per_epoch)
+        self.augment = get_augment(config.data.augment)
+        self.batch_size = int(config.batch_size)
+        self.steps_per_call = int(config.steps_per_call)
+        self.train_step = jax.jit(self._train_step, donate_argnums=0)
+        self.train_indexed = jax.jit(self._train_indexed, donate_argnums=0)
+        self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
+
+    # -- state ---------------------------------------------------------------------------
+    def init_state(self, key: Array) -> TrainState:
+        """Fresh parameters and optimizer state, replicated over the mesh."""
+        key = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        init_key, run_key = jax.random.split(jnp.asarray(key, jnp.uint32))
+        x = jnp.zeros((1,) + self.input_shape, jnp.float32)
+        variables = self.model.init(init_key, x, train=False)
+        state = TrainState(
+            step=jnp.int32(0), epoch=jnp.int32(0), params=variables["params"],
+            batch_stats=variables["batch_stats"], opt_state=self.tx.init(variables["params"]),
+            key=run_key, curriculum_k=jnp.int32(0), curriculum_best=jnp.float32(-1.0),
+            curriculum_wait=jnp.int32(0))
+        return parallel.replicate(state, self.mesh)
+
+    def abstract_state(self) -> TrainState:
+        """Shapes/dtypes/shardings of a state, the target for restoring a checkpoint."""
+        shapes = jax.eval_shape(self.init_state, jax.random.PRNGKey(0))
+        sharding = parallel.replicated(self.mesh)
+        return jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+    def settings_for_epoch(self, epoch: int, curriculum_k: Optional[int] = None) -> AttackSettings:
+        return defenses.settings_for_epoch(self.config, epoch, self.batch_size, curriculum_k)
+
+    def classifier(self, state: TrainState) -> Classifier:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        return Classifier(model=self.model, variables=variables, config=self.config,
+                          epoch=int(state.epoch))
+
+    # -- compiled step -------------------------------------------------------------------
+    def _attack_logits_fn(self, params, batch_stats):
+        """Logits the attack differentiates: BN in train mode (batch stats, updates dropped)
+        or inference mode, as config.attack.bn_mode says. Weights are constants here."""
+        variables = jax.lax.stop_gradient({"params": params, "batch_stats": batch_stats})
+        if self.config.attack.bn_mode == "train":
+            return lambda x: self.model.apply(variables, x, train=True,
+                                              mutable=["batch_stats"])[0]
+        return lambda x: self.model.apply(variables, x, train=False)
+
+    def _train_step(self, state: TrainState, x_uint8: Array, y: Array,
+                    settings: AttackSettings):
+        """One step on a batch of uint8 images: augment, attack, update. Returns
+        (state, metrics) where metrics holds means and per-example FOSC / steps."""
+        cfg = self.config
+        x_uint8 = parallel.constrain_batch(x_uint8, self.mesh)
+        y = parallel.constrain_batch(jnp.asarray(y, jnp.int32), self.mesh)
+        step_key = jax.random.fold_in(state.key, state.step)
+        aug_key, attack_key = jax.random.split(step_key)
+        x = self.augment(aug_key, to_float(x_uint8))
+
+        if settings.max_steps > 0:
+            result = masked_pgd(
+                self._attack_logits_fn(state.params, state.batch_stats), x, y, attack_key,
+                eps=cfg.attack.eps, step_size=settings.step_size, max_steps=settings.max_steps,
+                budget=settings.budget, threshold=settings.threshold,
+                random_start=settings.random_start, fosc_origin=cfg.defense.fosc_origin)
+            x_adv, fosc, steps = result.x_adv, result.fosc, result.num_steps
+        else:
+            x_adv = x
+            fosc = jnp.full(y.shape, jnp.nan, jnp.float32)
+            steps = jnp.zeros(y.shape, jnp.int32)
+
+        weights = jnp.ones(y.shape, jnp.float32)
+        if cfg.defense.loss_weighting and settings.max_steps > 0:
+            # Released code: from epoch 1 weight each example by its adversarial CE
+            # (inference mode, a constant), normalised to mean 1 to keep the lr's scale.
+            adv_ce = cross_entropy(self.model.apply(
+                {"params": state.params, "batch_stats": state.batch_stats}, x_adv,
+                train=False), y)
+            w = jax.lax.stop_gradient(adv_ce / jnp.maximum(jnp.mean(adv_ce), 1e-12))
+            weights = jnp.where(state.epoch >= 1, w, weights)
+
+        def loss_fn(params):
+            logits, updates = self.model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, x_adv, train=True,
+                mutable=["batch_stats"])
+            per_example = cross_entropy(logits, y)
+            return jnp.mean(weights * per_example), (logits, updates["batch_stats"], per_example)
+
+        (loss, (logits, batch_stats, per_example)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        clean_logits = self.model.apply({"params": state.params,
+                                         "batch_stats": state.batch_stats}, x, train=False)
+        metrics = {
+            "train_loss": loss,
+            "train_adv_acc": jnp.mean(jnp.argmax(logits, -1) == y),
+            "train_clean_acc": jnp.mean(jnp.argmax(clean_logits, -1) == y),
+            "attack_steps_mean": jnp.mean(steps.astype(jnp.float32)),
+            "fosc": fosc, "num_steps": steps, "adv_loss": per_example,
+        }
+        state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+        return state, metrics
+
+    def _train_indexed(self, state: TrainState, x_train: Array, y_train: Array,
+                       idx: Array, settings: AttackSettings):
+        """One step on the batch ``idx`` [B] gathered from the on-device split."""
+        return self._train_step(state, x_train[idx], y_train[idx], settings)
+
+    def _train_chunk(self, state: TrainState, x_train: Array, y_train: Array,
+                     indices: Array, settings: AttackSettings):
+        """``indices.shape[0]`` steps in one compiled scan; batches gathered on device."""
+        def body(state, idx):
+            return self._train_indexed(state, x_train, y_train, idx, settings)
+        return jax.lax.scan(body, state, indices)
+
+    def run_steps(self, state: TrainState, x_train: Array, y_train: Array,
+                  indices: Array, settings: AttackSettings):
+        """Run one step per row of ``indices`` [n, B]; metrics come back stacked on a
+        leading axis, still on device. ``steps_per_call`` > 1 scans that many steps per
+        compiled call (fewer dispatches; pays on accelerators, not on CPU)."""
+        outs = []
+        for start in range(0, indices.shape[0], self.steps_per_call):
+            rows = indices[start:start + self.steps_per_call]
+            if self.steps_per_call == 1:
+                state, m = self.train_indexed(state, x_train, y_train, rows[0], settings)
+                m = jax.tree_util.tree_map(lambda a: a[None], m)
+            else:
+                state, m = self.train_chunk(state, x_train, y_train, rows, settings)
+            outs.append(m)
+        metrics = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs)
+        return state, metrics
+
+
+# -- evaluation during training ---------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "random_start"))
+def _batch_accuracy(model, variables, x_uint8, y, key, eps, step_size, num_steps,
+                    random_start=True):
+    """Clean and PGD correct flags on one batch (weights passed as arguments, not baked in)."""
+    x = to_float(x_uint8)
+    logits_fn = lambda v: model.apply(variables, v, train=False)  # noqa: E731
+    clean = jnp.argmax(logits_fn(x), -1) == y
+    adv = masked_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size,
+                     max_steps=num_steps, random_start=random_start).x_adv
+    robust = jnp.argmax(logits_fn(adv), -1) == y
+    return clean, robust
+
+
+def subset_accuracy(classifier: Classifier, x_uint8: np.ndarray, y: np.ndarray, *,
+                    eps: float, step_size: float, num_steps: int, batch_size: int,
+                    key: Array, mesh=None) -> tuple[float, float]:
+    """(clean, PGD-num_steps) accuracy on a test subset; the last batch is padded."""
+    n = len(y)
+    if n == 0:
+        return float("nan"), float("nan")
+    pad = (-n) % batch_size
+    xs = np.concatenate([x_uint8, np.zeros((pad,) + x_uint8.shape[1:], x_uint8.dtype)])
+    ys = np.concatenate([y, np.zeros(pad, y.dtype)]).astype(np.int32)
+    clean_all, robust_all = [], []
+    for i, start in enumerate(range(0, len(ys), batch_size)):
+        xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
+        if mesh is not None:
+            xb, yb = parallel.shard_batch((xb, yb), mesh)
+        c, r = _batch_accuracy(classifier.model, classifier.variables, xb, yb,
+                               jax.random.fold_in(key, i), eps, step_size, num_steps)
+        clean_all.append(np.asarray(c))
+        robust_all.append(np.asarray(r))
+    clean = np.concatenate(clean_all)[:n]
+    robust = np.concatenate(robust_all)[:n]
+    return float(clean.mean()), float(robust.mean())
+
+
+# -- the loop ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class EpochLog:
+    """Accumulates per-chunk device metrics of one epoch on the host."""
+    sums: dict = dataclasses.field(default_factory=dict)
+    steps: int = 0
+    fosc: list = dataclasses.field(default_factory=list)
+    num_steps: list = dataclasses.field(default_factory=list)
+    adv_loss: list = dataclasses.field(default_factory=list)
+
+    def add(self, metrics: dict) -> None:
+        metrics = jax.device_get(metrics)
+        for name in ("train_loss", "train_adv_acc", "train_clean_acc", "attack_steps_mean"):
+            self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(metrics[name]))
+        self.steps += len(metrics["train_loss"])
+        self.fosc.append(np.asarray(metrics["fosc"]).reshape(-1))
+        self.num_steps.append(np.asarray(metrics["num_steps"]).reshape(-1))
+        self.adv_loss.append(np.asarray(metrics["adv_loss"]).reshape(-1))
+
+    def means(self) -> dict:
+        return {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+
+
+def _fosc_summary(fosc: np.ndarray) -> dict:
+    finite = fosc[np.isfinite(fosc)]
+    if finite.size == 0:
+        return {"fosc_mean": None, "fosc_p50": None, "fosc_p90": None}
+    return {"fosc_mean": float(finite.mean()), "fosc_p50": float(np.percentile(finite, 50)),
+            "fosc_p90": float(np.percentile(finite, 90))}
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+
+
+def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
+    """The configured data set, truncated to ``data.train_limit`` examples if set."""
+    source, name = config.data.source, config.data.name
+    ds = load_dataset(source, name, data_dir=config.data.data_dir)
+    if config.data.train_limit:
+        limit = int(config.data.train_limit)
+        ds = dataclasses.replace(ds, x_train=ds.x_train[:limit], y_train=ds.y_train[:limit])
+    return ds
+
+
+def eval_subset_indices(config: ml_collections.ConfigDict, n_test: int) -> np.ndarray:
+    """The fixed test subset used for per-epoch numbers (seeded, same every epoch)."""
+    k = min(int(config.eval.num_examples), n_test)
+    return np.sort(np.random.default_rng(config.seed).permutation(n_test)[:k])
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       dataset: Optional[Dataset] = None, mesh=None) -> dict:
+    """Train ``config`` in ``workdir``, resuming from its latest checkpoint; returns the last
+    epoch's metrics. Writes metrics.jsonl, fosc/epoch_XXXX.npz, config.json, checkpoints/.
+
+    ``dataset`` replaces the configured source (tests, notebooks); ``mesh`` defaults to all
+    devices on a 'data' axis.
+    """
+    parallel.maybe_initialize_distributed()
+    mesh = mesh if mesh is not None else parallel.make_mesh()
+    validate_config(config, num_devices=mesh.size, check_data=dataset is None)
+    os.makedirs(workdir, exist_ok=True)
+    checkpointing.check_or_write_config(workdir, config)
+    ds = dataset if dataset is not None else load_training_data(config)
+    if ds.x_train.shape[0] < config.batch_size:
+        raise ValueError(f"config.batch_size = {config.batch_size} exceeds the {ds.x_train.shape[0]} "
+                         "training examples; lower it or raise data.train_limit.")
+    steps_per_epoch = ds.x_train.shape[0] // config.batch_size
+    trainer = Trainer(config, ds.x_train.shape[1:], ds.num_classes, steps_per_epoch, mesh)
+    manager = checkpointing.make_manager(workdir, config)
+    state = checkpointing.restore_latest(manager, trainer.abstract_state())
+    if state is None:
+        state = trainer.init_state(jax.random.PRNGKey(config.seed))
+    start_epoch = int(state.epoch)
+    checkpointing.truncate_metrics(workdir, start_epoch)
+    if start_epoch:
+        print(f"resumed {workdir} from epoch {start_epoch}", flush=True)
+
+    x_train, y_train = parallel.replicate((jnp.asarray(ds.x_train),
+                                           jnp.asarray(ds.y_train, jnp.int32)), mesh)
+    test_idx = eval_subset_indices(config, ds.x_test.shape[0])
+    x_eval, y_eval = ds.x_test[test_idx], ds.y_test[test_idx].astype(np.int32)
+    chunk = max(1, min(int(config.log_every), steps_per_epoch))
+    last = {}
+    end_epoch = config.num_epochs
+    if config.stop_after_epochs:
+        end_epoch = min(end_epoch, start_epoch + int(config.stop_after_epochs))
+    for epoch in range(start_epoch, end_epoch):
+        curriculum_k = (int(state.curriculum_k) if config.defense.name == "curriculum"
+                        and config.defense.curriculum_rule == "plateau" else None)
+        settings = trainer.settings_for_epoch(epoch, curriculum_k)
+        perm_key = jax.random.fold_in(jax.random.fold_in(state.key, 0x5eed), epoch)
+        perm = epoch_permutation(perm_key, ds.x_train.shape[0], trainer.batch_size)
+        state = state.replace(epoch=jnp.int32(epoch))
+        epoch_log, t0 = EpochLog(), time.time()
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{config.num_epochs}", config.quiet)
+        for start in range(0, steps_per_epoch, chunk):
+            state, metrics = trainer.run_steps(state, x_train, y_train,
+                                               perm[start:start + chunk], settings)
+            epoch_log.add(metrics)
+            bar.update(len(metrics["train_loss"]))
+            means = epoch_log.means()
+            bar.set_postfix(loss=f"{means['train_loss']:.3f}",
+                            adv_acc=f"{means['train_adv_acc']:.3f}")
+        bar.close()
+        seconds = time.time() - t0
+        state = state.replace(epoch=jnp.int32(epoch + 1))
+        classifier = trainer.classifier(state)
+        eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0xE7A1)
+        clean_acc, pgd_acc = subset_accuracy(
+            classifier, x_eval, y_eval, eps=config.attack.eps,
+            step_size=default_step_size(config), num_steps=10,
+            batch_size=int(config.eval.batch_size), key=eval_key, mesh=mesh)
+        state = _update_curriculum(config, state, classifier, x_eval, y_eval, eval_key, mesh)
+        fosc_all = np.concatenate(epoch_log.fosc)
+        row = {"epoch": epoch, "lr": schedules.lr_at_epoch(
+                   config.optim.lr, config.optim.lr_drop_epochs, config.optim.lr_drop_factor, epoch),
+               **defenses.describe(config, epoch, curriculum_k), **epoch_log.means(),
+               **_fosc_summary(fosc_all), "test_clean_acc": clean_acc, "test_pgd10_acc": pgd_acc,
+               "images_per_sec": steps_per_epoch * trainer.batch_size / seconds,
+               "seconds": seconds}
+        checkpointing.save_fosc_sample(workdir, epoch, fosc_all, np.concatenate(epoch_log.adv_loss),
+                                       np.concatenate(epoch_log.num_steps),
+                                       int(config.fosc_sample_size), config.seed)
+        checkpointing.append_metrics(workdir, row)
+        if (epoch + 1) % int(config.checkpoint_every) == 0 or epoch + 1 == config.num_epochs:
+            checkpointing.save(manager, epoch + 1, state)
+        print(_summary_line(row), flush=True)  # one line per epoch, also in quiet mode
+        last = row
+    checkpointing.save(manager, int(state.epoch), state)
+    manager.wait_until_finished()
+    manager.close()
+    return last
+
+
+def _update_curriculum(config, state, classifier, x_eval, y_eval, key, mesh) -> TrainState:
+    """Plateau rule: raise k when held-out PGD-k accuracy has not improved for `patience`."""
+    if config.defense.name != "curriculum" or config.defense.curriculum_rule != "plateau":
+        return state
+    k = int(state.curriculum_k)
+    if k == 0:
+        acc = subset_accuracy(classifier, x_eval, y_eval, eps=config.attack.eps, step_size=1.0,
+                              num_steps=1, batch_size=int(config.eval.batch_size), key=key,
+                              mesh=mesh)[0]
+    else:
+        acc = subset_accuracy(classifier, x_eval, y_eval, eps=config.attack.eps,
+                              step_size=2 * config.attack.eps / k, num_steps=k,
+                              batch_size=int(config.eval.batch_size), key=key, mesh=mesh)[1]
+    best, wait = float(state.curriculum_best), int(state.curriculum_wait)
+    if acc > best:
+        best, wait = acc, 0
+    else:
+        wait += 1
+    new_k = schedules.curriculum_level_plateau(k, wait, int(config.defense.curriculum_patience),
+                                               int(config.defense.curriculum_max_k))
+    if new_k != k:
+        best, wait = -1.0, 0
+    return state.replace(curriculum_k=jnp.int32(new_k), curriculum_best=jnp.float32(best),
+                         curriculum_wait=jnp.int32(wait))
+
+
+def _fmt(v, spec=".4f"):
+    return "-" if v is None else format(v, spec)
+
+
+def _summary_line(row: dict) -> str:
+    sched = (f"c_t {_fmt(row['c_t'], '.3f')}" if row.get("c_t") is not None else
+             f"k {row['curriculum_k']}" if row.get("curriculum_k") is not None else "")
+    return (f"epoch {row['epoch'] + 1}: loss {row['train_loss']:.4f} "
+            f"adv_acc {row['train_adv_acc']:.4f} clean_acc {row['train_clean_acc']:.4f} "
+            f"{sched} steps {row['attack_steps_mean']:.2f} fosc_mean {_fmt(row['fosc_mean'])} | "
+            f"test clean {row['test_clean_acc']:.4f} pgd10 {row['test_pgd10_acc']:.4f} | "
+            f"{row['images_per_sec']:.0f} img/s {row['seconds']:.1f}s")
