@@ -1,0 +1,164 @@
+"""Results tables in the paper's layout: defense | clean | FGSM | PGD-10 | PGD-20 | CW.
+
+Accuracies are fractions in results.json and percentages (2 decimals) in the CSV and Markdown.
+Black-box columns ("BB FGSM", ...) and the per-example worst case follow when present; a
+"checks" column counts honesty warnings, which are listed under the Markdown table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from fosc_jax.evaluation.suite import ATTACKS
+
+DEFENSE_LABELS = {"unsecured": "Unsecured", "standard": "Standard", "curriculum": "Curriculum",
+                  "dynamic": "Dynamic", "fgsm_pgd": "FGSM-then-PGD"}
+
+
+def defense_label(defense: str | None, name: str | None) -> str:
+    """Paper-style row label from config.defense.name (falling back to config.name)."""
+    if defense:
+        return DEFENSE_LABELS.get(defense, defense)
+    return name or "model"
+
+
+def row_labels(records: Sequence[Mapping]) -> list[str]:
+    """One label per record; labels shared by several rows get ' (config.name)' appended."""
+    labels = [defense_label(r.get("defense"), r.get("name") or r.get("label")) for r in records]
+    extras = ([r.get("name") for r in records],
+              [os.path.basename(os.path.normpath(str(r.get("workdir") or ""))) for r in records])
+    for extra in extras:  # disambiguate clashes by config.name, then by run folder
+        if len(set(labels)) == len(labels):
+            return labels
+        labels = [f"{lab} ({e})" if labels.count(lab) > 1 and e else lab
+                  for lab, e in zip(labels, extra)]
+    if len(set(labels)) < len(labels):  # still clashing: number them
+        labels = [f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
+    return labels
+
+
+def _columns(records: Sequence[Mapping]) -> list[tuple[str, str, tuple]]:
+    """(header, csv name, path into the record) for every column some record has."""
+    cols = [("clean", "clean", ("clean",))]
+    for name, spec in ATTACKS.items():
+        if any(name in r.get("white_box", {}) for r in records):
+            cols.append((spec.label, name, ("white_box", name)))
+    for name, spec in ATTACKS.items():
+        if any(name in ((r.get("black_box") or {}).get("attacks") or {}) for r in records):
+            cols.append((f"BB {spec.label}", f"bb_{name}", ("black_box", "attacks", name)))
+    if any(r.get("worst_case") for r in records):
+        cols.append(("worst case", "worst_case", ("worst_case",)))
+    return cols
+
+
+def _get(record: Mapping, path: tuple) -> Any:
+    for part in path:
+        if not isinstance(record, Mapping) or part not in record or record[part] is None:
+            return None
+        record = record[part]
+    return record
+
+
+def _fmt(entry: Any) -> str:
+    return "-" if entry is None else f"{100.0 * entry['accuracy']:.2f}"
+
+
+def _checks_cell(record: Mapping) -> str:
+    honesty = record.get("honesty")
+    if not honesty:
+        return "not run"
+    n = len(honesty.get("warnings", []))
+    return "ok" if n == 0 else f"{n} warning{'s' if n > 1 else ''}"
+
+
+def markdown_table(records: Sequence[Mapping]) -> str:
+    """The combined Markdown table (one row per record) with warnings listed below."""
+    if not records:
+        raise ValueError("markdown_table needs at least one record.")
+    cols = _columns(records)
+    labels = row_labels(records)
+    header = ["defense"] + [c[0] for c in cols] + ["checks"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, r in zip(labels, records):
+        cells = [label] + [_fmt(_get(r, c[2])) for c in cols] + [_checks_cell(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    settings = sorted({f"eps={r['eps']:.4g}, n={r['clean']['n']}" for r in records})
+    lines.append("")
+    lines.append(f"Accuracy (%) under white-box attacks ({'; '.join(settings)}); "
+                 "BB = crafted on the surrogate; worst case = per example over all columns "
+                 "of the white-box attacks and clean.")
+    for label, r in zip(labels, records):
+        if r.get("eps_sweep"):
+            pts = ", ".join(f"{p['eps']:.4g}: {100 * p['accuracy']:.2f}" for p in r["eps_sweep"])
+            lines.append(f"- {label} PGD-10 accuracy by eps: {pts}")
+    for label, r in zip(labels, records):
+        for w in (r.get("honesty") or {}).get("warnings", []):
+            lines.append(f"- WARNING {label} [{w['check']}]: {w['message']}")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(records: Sequence[Mapping]) -> str:
+    """The same table as CSV (percentages), one row per record, plus run metadata."""
+    cols = _columns(records)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["defense", "name", "workdir", "epoch", "eps", "num_examples"]
+                    + [c[1] for c in cols] + ["warnings"])
+    for label, r in zip(row_labels(records), records):
+        vals = [None if _get(r, c[2]) is None else round(100.0 * _get(r, c[2])["accuracy"], 4)
+                for c in cols]
+        warnings = "; ".join(f"[{w['check']}] {w['message']}"
+                             for w in (r.get("honesty") or {}).get("warnings", []))
+        writer.writerow([label, r.get("name"), r.get("workdir"), r.get("epoch"), r["eps"],
+                         r["clean"]["n"]] + ["" if v is None else v for v in vals] + [warnings])
+    return out.getvalue()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def write_results(out_dir: str | os.PathLike, records: Sequence[Mapping]) -> dict[str, str]:
+    """Write results.json ({"runs": [...]}), results.csv and results.md into ``out_dir``.
+
+    Per-example arrays (a record's "per_example") are not written.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"results.{ext}") for ext in ("json", "csv", "md")}
+    with open(paths["json"], "w") as f:
+        runs = [{k: v for k, v in r.items() if k != "per_example"} for r in records]
+        json.dump({"runs": _jsonable(runs)}, f, indent=2)
+    with open(paths["csv"], "w") as f:
+        f.write(csv_table(records))
+    with open(paths["md"], "w") as f:
+        f.write(markdown_table(records))
+    return paths
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """The records of a results.json file (or of DIR/eval/results.json for a run dir)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "eval", "results.json")
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise ValueError(f"{path}: expected an object with a 'runs' list.")
+    return data["runs"]
+
+
+__all__ = ["DEFENSE_LABELS", "defense_label", "row_labels", "markdown_table", "csv_table",
+           "write_results", "read_results"]

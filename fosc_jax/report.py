@@ -1,0 +1,360 @@
+"""Figures from saved runs: ``python -m fosc_jax.report RUN [RUN ...] --out DIR``.
+
+Draws, when the data exists (PNG, matplotlib Agg), and writes DIR/index.md with a caption per
+figure:
+
+- fig1a_RUN.png / fig1b_RUN.png (Figure 1): PGD-10 test adversarial examples in 20 FOSC bins
+  over [0, 0.1] (accuracy, mean loss), and FOSC / loss against the PGD step for 20 random
+  examples. Needs the run's checkpoint and test data; the attack runs here.
+- fosc_density.png (Figures 3/5): Gaussian KDE of the training adversarial examples' FOSC
+  (RUN/fosc/epoch_XXXX.npz, 0-based epochs) at chosen epochs, runs overlaid.
+- eps_sweep.png (Figure 4a): PGD-10 accuracy against test eps (RUN/eval/results.json,
+  written by ``evaluate.py --eps-sweep``).
+- training_curves.png: c_t, attack steps, FOSC, clean / adversarial accuracy and loss per
+  epoch (RUN/metrics.jsonl).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from fosc_jax import figures
+
+FOSC_FILE = re.compile(r"^epoch_(\d{4,})\.npz$")
+
+
+# ----------------------------------------------------------------------------- numerics
+
+
+def gaussian_kde(samples: Any, grid: Any, bandwidth: Optional[float] = None) -> np.ndarray:
+    """Gaussian kernel density of 1-D ``samples`` evaluated at ``grid``.
+
+    ``bandwidth`` is the kernel's standard deviation; by default Scott's rule
+    n^(-1/5) * std(samples, ddof=1), as in ``scipy.stats.gaussian_kde``. Non-finite samples
+    are dropped; a sample with zero spread gets a small positive bandwidth.
+    """
+    x = np.asarray(samples, np.float64).ravel()
+    x = x[np.isfinite(x)]
+    grid = np.asarray(grid, np.float64)
+    if x.size == 0:
+        raise ValueError("gaussian_kde needs at least one finite sample.")
+    if bandwidth is None:
+        std = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+        bandwidth = x.size ** (-0.2) * std
+        if not bandwidth > 0:
+            bandwidth = 1e-3 * max(1.0, float(np.abs(x).max()))
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0, got {bandwidth}.")
+    flat = grid.ravel()
+    total = np.zeros(flat.shape, np.float64)
+    for start in range(0, x.size, 4096):  # bounded memory: chunks of samples
+        d = (flat[:, None] - x[None, start:start + 4096]) / bandwidth
+        total += np.exp(-0.5 * d * d).sum(axis=1)
+    return (total / (x.size * bandwidth * np.sqrt(2.0 * np.pi))).reshape(grid.shape)
+
+
+def fosc_bins(fosc: Any, correct: Any, loss: Any, num_bins: int = 20, lo: float = 0.0,
+              hi: float = 0.1) -> dict:
+    """Split examples into ``num_bins`` equal FOSC bins over [lo, hi] (Figure 1a).
+
+    Bins are [e_i, e_{i+1}), the last one closed. Returns edges, centers, count, accuracy
+    and mean_loss per bin (NaN for empty bins) and ``outside``: examples beyond [lo, hi].
+    """
+    fosc, correct, loss = (np.asarray(a).ravel() for a in (fosc, correct, loss))
+    if not (fosc.shape == correct.shape == loss.shape):
+        raise ValueError(f"fosc, correct and loss must have equal lengths, got "
+                         f"{fosc.shape}, {correct.shape}, {loss.shape}.")
+    if num_bins < 1 or not hi > lo:
+        raise ValueError(f"need num_bins >= 1 and hi > lo, got {num_bins}, [{lo}, {hi}].")
+    edges = np.linspace(lo, hi, num_bins + 1)
+    inside = (fosc >= lo) & (fosc <= hi)
+    idx = np.minimum(np.searchsorted(edges, fosc[inside], side="right") - 1, num_bins - 1)
+    count = np.bincount(idx, minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.bincount(idx, correct[inside].astype(float), num_bins) / count
+        mean_loss = np.bincount(idx, loss[inside].astype(float), num_bins) / count
+    return dict(edges=edges, centers=0.5 * (edges[1:] + edges[:-1]), count=count,
+                accuracy=np.where(count > 0, acc, np.nan),
+                mean_loss=np.where(count > 0, mean_loss, np.nan),
+                outside=int((~inside).sum()))
+
+
+# ----------------------------------------------------------------------------- run files
+
+
+def _check_run(run: str) -> str:
+    if not os.path.isdir(run):
+        raise ValueError(f"run directory {run!r} does not exist.")
+    return run
+
+
+def read_metrics(run: str) -> list[dict]:
+    """Rows of RUN/metrics.jsonl ([] if absent); a bad line raises ValueError naming it."""
+    path = os.path.join(_check_run(run), "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{i}: not JSON ({err}).") from err
+    for i, row in enumerate(rows):
+        if "epoch" not in row:
+            raise ValueError(f"{path}: row {i + 1} has no 'epoch' key.")
+    return rows
+
+
+def fosc_epochs(run: str) -> list[int]:
+    """The epochs (0-based) with a RUN/fosc/epoch_XXXX.npz sample."""
+    folder = os.path.join(_check_run(run), "fosc")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(m.group(1)) for f in os.listdir(folder) if (m := FOSC_FILE.match(f)))
+
+
+def load_fosc_sample(run: str, epoch: int) -> dict[str, np.ndarray]:
+    """fosc (float32), loss (float32) and num_steps (int32) of one epoch's sample."""
+    path = os.path.join(run, "fosc", f"epoch_{epoch:04d}.npz")
+    if not os.path.exists(path):
+        raise ValueError(f"no FOSC sample for epoch {epoch}: {path} is missing.")
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"fosc", "loss", "num_steps"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: missing arrays {sorted(missing)}.")
+        return {k: np.asarray(data[k]) for k in ("fosc", "loss", "num_steps")}
+
+
+def read_eps_sweep(run: str) -> list[tuple[float, float]]:
+    """(eps, PGD-10 accuracy) points from RUN/eval/results.json (the sweep, plus the
+    evaluation eps itself); [] when the run was not evaluated."""
+    from fosc_jax.evaluation.tables import read_results
+    if not os.path.exists(os.path.join(_check_run(run), "eval", "results.json")):
+        return []
+    points: dict[float, float] = {}
+    for rec in read_results(run):
+        for p in rec.get("eps_sweep") or []:
+            points[float(p["eps"])] = float(p["accuracy"])
+        if "pgd10" in (rec.get("white_box") or {}) and points:
+            points.setdefault(float(rec["eps"]), float(rec["white_box"]["pgd10"]["accuracy"]))
+    return sorted(points.items())
+
+
+def run_names(runs: Sequence[str]) -> list[str]:
+    """Legend names: the run folders' base names (full paths where those clash)."""
+    base = [os.path.basename(os.path.normpath(r)) for r in runs]
+    return [b if base.count(b) == 1 else os.path.normpath(r) for b, r in zip(base, runs)]
+
+
+def pick_epochs(available: Sequence[int], wanted: Optional[Sequence[int]] = None,
+                count: int = 3) -> list[int]:
+    """``wanted`` (each must be available), else ``count`` evenly spaced available epochs."""
+    available = sorted(set(available))
+    if wanted:
+        missing = sorted(set(wanted) - set(available))
+        if missing:
+            raise ValueError(f"no FOSC samples for epochs {missing}; available: {available}.")
+        return sorted(set(wanted))
+    if len(available) <= count:
+        return available
+    picks = np.linspace(0, len(available) - 1, count).round().astype(int)
+    return sorted({available[i] for i in picks})
+
+
+# ----------------------------------------------------------------------------- Figure 1 data
+
+
+def fosc_accuracy_data(classifier: Any, x: Any, y: Any, *, eps: float,
+                       step_fraction: float = 0.25, batch_size: int = 256, seed: int = 0,
+                       progress: bool = True) -> dict[str, np.ndarray]:
+    """Per-example FOSC, cross-entropy loss and correctness of PGD-10 test examples."""
+    from fosc_jax.evaluation.suite import Suite, attack_spec
+    suite = Suite(classifier, x, y, batch_size=batch_size, seed=seed, progress=progress)
+    out = suite.attack(attack_spec("pgd10", step_fraction), eps)
+    return dict(fosc=out["fosc"], loss=out["loss"], correct=out["correct"])
+
+
+def fosc_trace_data(classifier: Any, x: Any, y: Any, *, eps: float,
+                    step_fraction: float = 0.25, num_steps: int = 10, num_examples: int = 20,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """FOSC and loss after each PGD step [num_steps + 1, m] for m random examples."""
+    import jax
+
+    from fosc_jax.attacks import pgd
+    from fosc_jax.evaluation.suite import check_inputs
+
+    x, y = check_inputs(x, y)
+    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:num_examples])
+    xb = x[idx].astype(np.float32) / 255.0 if x.dtype == np.uint8 else x[idx]
+
+    @jax.jit
+    def run(variables, xb, yb, key):
+        res = pgd(lambda z: classifier.apply(variables, z), xb, yb, key, eps=eps,
+                  step_size=eps * step_fraction, num_steps=num_steps, record_trace=True)
+        return res.fosc_trace, res.loss_trace
+
+    f, l = run(classifier.variables, xb, y[idx], jax.random.key(seed))
+    return dict(fosc_trace=np.asarray(f), loss_trace=np.asarray(l), indices=idx)
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _figure1(run: str, name: str, out: str, num_examples: Optional[int], seed: int,
+             progress: bool, fosc_max: float) -> list[tuple[str, str]]:
+    from fosc_jax.checkpointing import load_classifier
+    from fosc_jax.data import load_dataset
+    from fosc_jax.evaluation.api import _config_get, subset_indices
+
+    clf = load_classifier(run)
+    cfg = clf.config
+    ds = load_dataset(cfg.data.source, cfg.data.name, data_dir=_config_get(cfg, "data.data_dir"))
+    idx = subset_indices(len(ds.y_test), num_examples, seed)
+    x, y, eps = ds.x_test[idx], ds.y_test[idx], float(cfg.attack.eps)
+    data = fosc_accuracy_data(clf, x, y, eps=eps, seed=seed, progress=progress,
+                              batch_size=int(_config_get(cfg, "eval.batch_size", 256)))
+    bins = fosc_bins(data["fosc"], data["correct"], data["loss"], hi=fosc_max)
+    note = ""
+    if bins["outside"] > len(y) / 2:  # the paper's range misses most examples: widen it
+        hi = float(np.nanpercentile(data["fosc"], 99))
+        if hi > 0:
+            note = (f" (over half the examples exceed FOSC {fosc_max:g}, so the range is "
+                    f"widened to the 99th percentile {hi:.3g})")
+            bins = fosc_bins(data["fosc"], data["correct"], data["loss"], hi=hi)
+    a = figures.plot_fosc_bins(bins, os.path.join(out, f"fig1a_{name}.png"),
+                               title=f"{name}: PGD-10 test examples (eps={eps:.4g})")
+    tr = fosc_trace_data(clf, x, y, eps=eps, seed=seed)
+    b = figures.plot_fosc_traces(tr["fosc_trace"], tr["loss_trace"],
+                                 os.path.join(out, f"fig1b_{name}.png"), title=name)
+    hi = bins["edges"][-1]
+    return [(a, f"Figure 1a ({name}): {len(y)} PGD-10 test examples (eps={eps:.4g}, epoch "
+                f"{clf.epoch}) in 20 FOSC bins over [0, {hi:.3g}]{note}: accuracy (bars) and "
+                f"mean loss (line); {bins['outside']} examples fall outside the range."),
+            (b, f"Figure 1b ({name}): FOSC and loss against the PGD step for "
+                f"{len(tr['indices'])} random test examples.")]
+
+
+def make_report(runs: Sequence[str], out: str, *, epochs: Optional[Sequence[int]] = None,
+                attack_figures: bool = True, num_examples: Optional[int] = None,
+                seed: int = 0, progress: bool = True, fosc_max: float = 0.1) -> dict[str, str]:
+    """Draw every figure the runs have data for into ``out``; write ``out/index.md``.
+
+    Figure 1a bins FOSC over [0, ``fosc_max``] (the paper's 0.1); when more than half the
+    examples lie above it, the range is widened to their 99th percentile (said in the caption).
+
+    Returns {png path: caption}. Figures without data are listed in index.md as skipped.
+    """
+    if not runs:
+        raise ValueError("give at least one run directory.")
+    for r in runs:
+        _check_run(r)
+    os.makedirs(out, exist_ok=True)
+    names = run_names(runs)
+    made: dict[str, str] = {}
+    skipped: list[str] = []
+
+    if attack_figures:
+        for run, name in zip(runs, names):
+            try:
+                for path, caption in _figure1(run, name, out, num_examples, seed, progress,
+                                              fosc_max):
+                    made[path] = caption
+            except (FileNotFoundError, ValueError, KeyError) as err:
+                skipped.append(f"Figure 1 ({name}): {err}")
+
+    samples = {name: fosc_epochs(run) for run, name in zip(runs, names)}
+    available = sorted(set().union(*samples.values()))
+    if available:
+        chosen = pick_epochs(available, epochs)
+        fosc = {(name, e): load_fosc_sample(run, e)["fosc"] for run, name in zip(runs, names)
+                for e in chosen if e in samples[name]}
+        fosc = {k: v[np.isfinite(v)] for k, v in fosc.items() if np.isfinite(v).any()}
+        values = np.concatenate(list(fosc.values()) + [np.zeros(1)])
+        lo, hi = min(0.0, float(values.min())), float(np.percentile(values, 99.5))
+        grid = np.linspace(lo, max(hi, lo + 1e-3), 400)
+        curves = {e: {name: (grid, gaussian_kde(fosc[(name, e)], grid)) for name in names
+                      if (name, e) in fosc} for e in chosen}
+        path = figures.plot_densities(curves, os.path.join(out, "fosc_density.png"),
+                                      title="FOSC of training adversarial examples")
+        made[path] = (f"Figures 3/5: Gaussian KDE (Scott bandwidth) of the FOSC of training "
+                      f"adversarial examples at epochs {chosen} (0-based), runs overlaid.")
+    else:
+        skipped.append("FOSC densities: no RUN/fosc/epoch_XXXX.npz files.")
+
+    sweeps = {name: read_eps_sweep(run) for run, name in zip(runs, names)}
+    sweeps = {k: v for k, v in sweeps.items() if v}
+    if sweeps:
+        path = figures.plot_eps_sweep(sweeps, os.path.join(out, "eps_sweep.png"))
+        made[path] = "Figure 4a: PGD-10 accuracy against the test eps (evaluate.py --eps-sweep)."
+    else:
+        skipped.append("eps sweep: no RUN/eval/results.json with an eps sweep "
+                       "(python evaluate.py --workdir RUN --eps-sweep 2/255,4/255,6/255,8/255).")
+
+    metrics = {name: read_metrics(run) for run, name in zip(runs, names)}
+    metrics = {k: v for k, v in metrics.items() if v}
+    if metrics:
+        path = figures.plot_training_curves(metrics, os.path.join(out, "training_curves.png"))
+        made[path] = ("Training curves: c_t, mean attack steps, FOSC (mean, median, 90th "
+                      "percentile), clean and adversarial accuracy (train and test subset) and "
+                      "training loss per epoch.")
+    else:
+        skipped.append("training curves: no RUN/metrics.jsonl.")
+
+    _write_index(out, runs, made, skipped)
+    return made
+
+
+def _write_index(out: str, runs: Sequence[str], made: Mapping[str, str],
+                 skipped: Sequence[str]) -> str:
+    lines = ["# Report", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
+    for path, caption in made.items():
+        rel = os.path.relpath(path, out)
+        lines += [f"![{rel}]({rel})", "", caption, ""]
+    if skipped:
+        lines += ["## Not drawn", ""] + [f"- {s}" for s in skipped] + [""]
+    path = os.path.join(out, "index.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, got {text!r}.") from err
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
+    p = argparse.ArgumentParser(prog="python -m fosc_jax.report",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", required=True, help="output folder for PNGs and index.md")
+    p.add_argument("--epochs", type=_int_list, default=None,
+                   help="0-based epochs for the FOSC densities (default: 3 evenly spaced)")
+    p.add_argument("--num-examples", type=int, default=None,
+                   help="test subset for Figure 1 (default: full test set)")
+    p.add_argument("--no-attack", action="store_true",
+                   help="skip Figure 1 (needs checkpoints and test data)")
+    p.add_argument("--fosc-max", type=float, default=0.1,
+                   help="upper end of the Figure 1a FOSC bins (paper: 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    made = make_report(args.runs, args.out, epochs=args.epochs,
+                       attack_figures=not args.no_attack, num_examples=args.num_examples,
+                       seed=args.seed, progress=not args.quiet, fosc_max=args.fosc_max)
+    print(f"wrote {len(made)} figures and {os.path.join(args.out, 'index.md')}")
+    return made
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
