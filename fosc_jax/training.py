@@ -8,7 +8,6 @@ chunk boundaries (progress bar) and at epoch ends (metrics, checkpoint).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from typing import Any, Optional
@@ -24,7 +23,6 @@ from jax import Array
 from fosc_jax import checkpointing, defenses, parallel, schedules
 from fosc_jax.attacks import masked_pgd
 from fosc_jax.classifier import Classifier
-from fosc_jax.config import step_size as default_step_size
 from fosc_jax.config import validate_config
 from fosc_jax.data import Dataset, epoch_permutation, get_augment, load_dataset, to_float
 from fosc_jax.defenses import AttackSettings
@@ -209,41 +207,22 @@ class Trainer:
 
 
 # -- evaluation during training ---------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "random_start"))
-def _batch_accuracy(model, variables, x_uint8, y, key, eps, step_size, num_steps,
-                    random_start=True):
-    """Clean and PGD correct flags on one batch (weights passed as arguments, not baked in)."""
-    x = to_float(x_uint8)
-    logits_fn = lambda v: model.apply(variables, v, train=False)  # noqa: E731
-    clean = jnp.argmax(logits_fn(x), -1) == y
-    adv = masked_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size,
-                     max_steps=num_steps, random_start=random_start).x_adv
-    robust = jnp.argmax(logits_fn(adv), -1) == y
-    return clean, robust
-
-
 def subset_accuracy(classifier: Classifier, x_uint8: np.ndarray, y: np.ndarray, *,
-                    eps: float, step_size: float, num_steps: int, batch_size: int,
-                    key: Array, mesh=None) -> tuple[float, float]:
-    """(clean, PGD-num_steps) accuracy on a test subset; the last batch is padded."""
-    n = len(y)
-    if n == 0:
+                    eps: float, num_steps: int, step_fraction: float, batch_size: int,
+                    seed: int, mesh=None) -> tuple[float, float]:
+    """(clean, PGD-num_steps) accuracy on a test subset, through the evaluation suite."""
+    from fosc_jax.evaluation.suite import AttackSpec, Placement, Suite
+
+    if len(y) == 0:
         return float("nan"), float("nan")
-    pad = (-n) % batch_size
-    xs = np.concatenate([x_uint8, np.zeros((pad,) + x_uint8.shape[1:], x_uint8.dtype)])
-    ys = np.concatenate([y, np.zeros(pad, y.dtype)]).astype(np.int32)
-    clean_all, robust_all = [], []
-    for i, start in enumerate(range(0, len(ys), batch_size)):
-        xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
-        if mesh is not None:
-            xb, yb = parallel.shard_batch((xb, yb), mesh)
-        c, r = _batch_accuracy(classifier.model, classifier.variables, xb, yb,
-                               jax.random.fold_in(key, i), eps, step_size, num_steps)
-        clean_all.append(np.asarray(c))
-        robust_all.append(np.asarray(r))
-    clean = np.concatenate(clean_all)[:n]
-    robust = np.concatenate(robust_all)[:n]
-    return float(clean.mean()), float(robust.mean())
+    placement = Placement(mesh if mesh is not None and mesh.size > 1 else None)
+    suite = Suite(classifier, x_uint8, y, batch_size, seed=seed, progress=False,
+                  placement=placement)
+    spec = AttackSpec(f"pgd{num_steps}", f"PGD-{num_steps}", num_steps=num_steps,
+                      step_fraction=step_fraction)
+    clean = float(np.mean(suite.predict() == suite.y))
+    robust = float(np.mean(suite.attack(spec, eps)["correct"]))
+    return clean, robust
 
 
 # -- the loop ----------------------------------------------------------------------------
@@ -356,12 +335,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         seconds = time.time() - t0
         state = state.replace(epoch=jnp.int32(epoch + 1))
         classifier = trainer.classifier(state)
-        eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0xE7A1)
         clean_acc, pgd_acc = subset_accuracy(
-            classifier, x_eval, y_eval, eps=config.attack.eps,
-            step_size=default_step_size(config), num_steps=10,
-            batch_size=int(config.eval.batch_size), key=eval_key, mesh=mesh)
-        state = _update_curriculum(config, state, classifier, x_eval, y_eval, eval_key, mesh)
+            classifier, x_eval, y_eval, eps=config.attack.eps, num_steps=10,
+            step_fraction=0.25, batch_size=int(config.eval.batch_size), seed=config.seed,
+            mesh=mesh)
+        state = _update_curriculum(config, state, classifier, x_eval, y_eval, mesh)
         fosc_all = np.concatenate(epoch_log.fosc)
         row = {"epoch": epoch, "lr": schedules.lr_at_epoch(
                    config.optim.lr, config.optim.lr_drop_epochs, config.optim.lr_drop_factor, epoch),
@@ -383,19 +361,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return last
 
 
-def _update_curriculum(config, state, classifier, x_eval, y_eval, key, mesh) -> TrainState:
+def _update_curriculum(config, state, classifier, x_eval, y_eval, mesh) -> TrainState:
     """Plateau rule: raise k when held-out PGD-k accuracy has not improved for `patience`."""
     if config.defense.name != "curriculum" or config.defense.curriculum_rule != "plateau":
         return state
     k = int(state.curriculum_k)
-    if k == 0:
-        acc = subset_accuracy(classifier, x_eval, y_eval, eps=config.attack.eps, step_size=1.0,
-                              num_steps=1, batch_size=int(config.eval.batch_size), key=key,
-                              mesh=mesh)[0]
-    else:
-        acc = subset_accuracy(classifier, x_eval, y_eval, eps=config.attack.eps,
-                              step_size=2 * config.attack.eps / k, num_steps=k,
-                              batch_size=int(config.eval.batch_size), key=key, mesh=mesh)[1]
+    clean, robust = subset_accuracy(classifier, x_eval, y_eval, eps=config.attack.eps,
+                                    num_steps=max(k, 1), step_fraction=2 / max(k, 1),
+                                    batch_size=int(config.eval.batch_size), seed=config.seed,
+                                    mesh=mesh)
+    acc = clean if k == 0 else robust
     best, wait = float(state.curriculum_best), int(state.curriculum_wait)
     if acc > best:
         best, wait = acc, 0
