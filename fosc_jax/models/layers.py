@@ -37,6 +37,17 @@ def batch_norm(train: bool, dtype: Dtype) -> functools.partial:
     )
 
 
+HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def bias_free_conv(features: int, kernel: int, strides: int, dtype: Dtype) -> nn.Conv:
+    """k x k conv without bias (followed by BN in the residual nets), He fan-out init;
+    SAME padding for k > 1, VALID for 1 x 1 projections."""
+    return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
+                   padding="SAME" if kernel > 1 else "VALID", use_bias=False, dtype=dtype,
+                   param_dtype=jnp.float32, kernel_init=HE_FAN_OUT)
+
+
 def normalize(x: jnp.ndarray, mean: Sequence[float], std: Sequence[float]) -> jnp.ndarray:
     """Per-channel (x - mean) / std on the last axis; constants, no parameters."""
     mean_arr = jnp.asarray(mean, dtype=x.dtype)

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fosc_jax.models.layers import (
+    bias_free_conv,
     CIFAR10_MEAN,
     CIFAR10_STD,
     Dtype,
@@ -17,7 +18,6 @@ from fosc_jax.models.layers import (
 )
 
 EXPANSION: int = 4
-_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class Bottleneck(nn.Module):
@@ -34,10 +34,7 @@ class Bottleneck(nn.Module):
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         """Apply the block to an NHWC feature map."""
         norm = batch_norm(train, self.dtype)
-        conv = lambda feats, k, s: nn.Conv(  # noqa: E731
-            feats, (k, k), strides=(s, s), padding="SAME" if k > 1 else "VALID",
-            use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_CONV_INIT,
-        )
+        conv = lambda feats, k, s: bias_free_conv(feats, k, s, self.dtype)  # noqa: E731
         out_feats = self.planes * EXPANSION
         y = nn.relu(norm()(conv(self.planes, 1, 1)(x)))
         y = nn.relu(norm()(conv(self.planes, 3, self.strides)(y)))
@@ -74,8 +71,7 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet: width must be >= 1, got {self.width}.")
         check_nhwc(x, "resnet")
         x = normalize(x.astype(self.dtype), self.mean, self.std)
-        x = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
-                    param_dtype=jnp.float32, kernel_init=_CONV_INIT)(x)
+        x = bias_free_conv(self.width, 3, 1, self.dtype)(x)
         x = nn.relu(batch_norm(train, self.dtype)()(x))
         for stage, blocks in enumerate(self.stage_sizes):
             for block in range(blocks):

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fosc_jax.models.layers import (
+    bias_free_conv,
     CIFAR10_MEAN,
     CIFAR10_STD,
     Dtype,
@@ -16,7 +17,6 @@ from fosc_jax.models.layers import (
     normalize,
 )
 
-_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class WideBasicBlock(nn.Module):
@@ -34,10 +34,7 @@ class WideBasicBlock(nn.Module):
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         """Apply the unit to an NHWC feature map."""
         norm = batch_norm(train, self.dtype)
-        conv = lambda feats, k, s: nn.Conv(  # noqa: E731
-            feats, (k, k), strides=(s, s), padding="SAME" if k > 1 else "VALID",
-            use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_CONV_INIT,
-        )
+        conv = lambda feats, k, s: bias_free_conv(feats, k, s, self.dtype)  # noqa: E731
         act = nn.relu(norm()(x))
         project = x.shape[-1] != self.features or self.strides != 1
         shortcut = conv(self.features, 1, self.strides)(act) if project else x
@@ -76,8 +73,7 @@ class WideResNet(nn.Module):
         check_nhwc(x, "wide_resnet")
         units = (self.depth - 4) // 6
         x = normalize(x.astype(self.dtype), self.mean, self.std)
-        x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
-                    param_dtype=jnp.float32, kernel_init=_CONV_INIT)(x)
+        x = bias_free_conv(16, 3, 1, self.dtype)(x)
         for stage, stage_strides in enumerate((1, 2, 2)):
             width = 16 * (2**stage) * self.widen_factor
             for unit in range(units):
