@@ -199,3 +199,15 @@ def test_real_mnist_smoke(tmp_path):
     c.batch_size = 64
     row = train_and_evaluate(c, str(tmp_path), mesh=parallel.make_mesh(1))
     assert row["epoch"] == 0 and np.isfinite(row["train_loss"])
+
+
+def test_curriculum_plateau_rule_raises_level_and_checkpoints_it(tmp_path):
+    c = tiny_config("curriculum", epochs=2)
+    c.defense.curriculum_rule = "plateau"
+    c.defense.curriculum_patience = 0  # no patience: the level rises after every epoch
+    train_and_evaluate(c, str(tmp_path), dataset=tiny_dataset(), mesh=parallel.make_mesh(1))
+    rows = checkpointing.read_metrics(str(tmp_path))
+    assert [r["curriculum_k"] for r in rows] == [0, 1]
+    assert rows[0]["attack_steps_mean"] == 0
+    # Level 1 splits the batch into PGD-0 and PGD-1 halves: half a step per example.
+    assert rows[1]["attack_steps_mean"] == pytest.approx(0.5)
