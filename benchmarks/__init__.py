@@ -1,0 +1,1 @@
+"""Speed benchmarks: our JAX adversarial training step against PyTorch eager (see BENCHMARKS.md)."""
