@@ -1,9 +1,9 @@
 """Wall time of whole training epochs on real MNIST: Dynamic at fixed c_t against Standard.
 
-Uses the same compiled program as ``train_and_evaluate`` (``Trainer.train_chunk``: a
-``lax.scan`` over ``log_every`` steps, batches gathered on device from a per-epoch
-permutation, metrics fetched at every chunk boundary), without the per-epoch evaluation and
-checkpointing. Every mode starts from the same weights (fresh, or after --pretrain-epochs
+Uses the training loop's own ``Trainer.run_steps`` (batches gathered on device from a
+per-epoch permutation, metrics fetched at every chunk boundary), without the per-epoch
+evaluation and checkpointing; ``--loop`` picks one compiled call per batch (the default of
+``train_and_evaluate``) or a ``lax.scan`` over each chunk. Every mode starts from the same weights (fresh, or after --pretrain-epochs
 untimed Standard epochs); compilation happens in a warm-up on a throwaway state and is
 excluded (reported separately).
 
@@ -48,12 +48,13 @@ def _chunks(steps: int, chunk: int) -> list[tuple[int, int]]:
 
 def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
                  thresholds: Sequence[float], num_steps: int, dtype: str, seed: int,
-                 loop: str = "chunk", lr: float = 0.01, pretrain_epochs: int = 0,
+                 loop: str = "step", lr: float = 0.01, pretrain_epochs: int = 0,
                  log: Callable[[str], None] = print) -> dict:
     """Time ``epochs`` epochs for Standard and for Dynamic at each c_t; {"meta", "rows"}.
 
-    ``loop="chunk"``: ``Trainer.train_chunk`` (as ``train_and_evaluate``); ``"step"``: one
-    ``Trainer.train_step`` call per batch (batch gathered on device, metrics fetched per chunk).
+    ``loop="step"``: one compiled call per batch (``steps_per_call=1``, the training loop's
+    default); ``"chunk"``: a ``lax.scan`` over a whole logging chunk per call
+    (``steps_per_call=log_every``). Both go through ``Trainer.run_steps``.
     Every mode starts from the same state: fresh weights after ``pretrain_epochs`` untimed
     epochs of Standard AT (FOSC is large on an untrained model, so Dynamic saves little in the
     very first epoch).
@@ -77,6 +78,7 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
     chunk = max(1, min(int(config.log_every), steps_per_epoch))
     if loop not in ("chunk", "step"):
         raise ValueError(f"loop must be 'chunk' or 'step', got {loop!r}.")
+    config.steps_per_call = chunk if loop == "chunk" else 1
     trainer = training.Trainer(config, input_shape=ds.image_shape, num_classes=ds.num_classes,
                                steps_per_epoch=steps_per_epoch)
     x_train, y_train = parallel.replicate((jnp.asarray(x_np), jnp.asarray(y_np, jnp.int32)),
@@ -85,16 +87,9 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
         bench_config("mnist_cnn", batch, mode="standard", num_steps=num_steps, dtype=dtype),
         0, batch)
     dynamic = trainer.settings_for_epoch(0)
-    gather = jax.jit(lambda idx: (x_train[idx], y_train[idx]))
 
     def run_chunk(state: Any, idx: jax.Array, settings: Any) -> tuple[Any, dict]:
-        if loop == "chunk":
-            return trainer.train_chunk(state, x_train, y_train, idx, settings)
-        outs = []
-        for i in range(idx.shape[0]):
-            state, metrics = trainer.train_step(state, *gather(idx[i]), settings)
-            outs.append({k: metrics[k] for k in ("attack_steps_mean", "num_steps", "train_loss")})
-        return state, jax.tree_util.tree_map(lambda *v: jnp.stack(v), *outs)
+        return trainer.run_steps(state, x_train, y_train, idx, settings)
 
     # Warm-up: compile every chunk length the epoch uses, on a throwaway state.
     t0 = time.perf_counter()
@@ -182,9 +177,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                    help="untimed Standard AT epochs every mode starts from")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (paper: 0.01)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    p.add_argument("--loop", default="chunk", choices=("chunk", "step"),
-                   help="chunk: Trainer.train_chunk (lax.scan, as training does); "
-                        "step: one Trainer.train_step call per batch")
+    p.add_argument("--loop", default="step", choices=("chunk", "step"),
+                   help="step: one compiled call per batch (training's default); "
+                        "chunk: lax.scan over log_every steps per call (steps_per_call)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

@@ -8,6 +8,7 @@ chunk boundaries (progress bar) and at epoch ends (metrics, checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any, Optional
@@ -86,7 +87,7 @@ class Trainer:
         key = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
         init_key, run_key = jax.random.split(jnp.asarray(key, jnp.uint32))
         x = jnp.zeros((1,) + self.input_shape, jnp.float32)
-        variables = self.model.init(init_key, x, train=False)
+        variables = jax.jit(functools.partial(self.model.init, train=False))(init_key, x)
         state = TrainState(
             step=jnp.int32(0), epoch=jnp.int32(0), params=variables["params"],
             batch_stats=variables["batch_stats"], opt_state=self.tx.init(variables["params"]),
