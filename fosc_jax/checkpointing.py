@@ -83,11 +83,11 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Checkpo
                                  options=options)
 
 
-def save(manager: ocp.CheckpointManager, epoch: int, state: Any) -> None:
-    """Save ``state`` as checkpoint ``epoch`` (no-op if that epoch is already saved)."""
-    if epoch in manager.all_steps():
+def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+    """Save ``state`` as checkpoint ``step`` (the global training step; no-op if saved)."""
+    if step in manager.all_steps():
         return
-    manager.save(epoch, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)))
+    manager.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)))
     manager.wait_until_finished()
 
 
@@ -140,8 +140,9 @@ def save_fosc_sample(workdir: str, epoch: int, fosc: np.ndarray, loss: np.ndarra
     os.replace(tmp, path)
 
 
-def load_classifier(workdir: str, epoch: Optional[int] = None):
-    """The model of a run in ``workdir`` at its latest (or a given) checkpoint.
+def load_classifier(workdir: str, step: Optional[int] = None):
+    """The model of a run in ``workdir`` at its latest checkpoint (or the one saved at
+    global training ``step``).
 
     Returns a :class:`~fosc_jax.classifier.Classifier` with ``.logits(x)`` (pure, jit-able,
     inputs NHWC in [0, 1]), ``.apply(variables, x)``, ``.variables`` and ``.config``.
@@ -155,9 +156,9 @@ def load_classifier(workdir: str, epoch: Optional[int] = None):
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; "
                                 "train first (python train.py --workdir ...).")
-    step = max(steps) if epoch is None else epoch
+    step = max(steps) if step is None else step
     if step not in steps:
-        raise ValueError(f"no checkpoint for epoch {epoch} in {workdir}; have {sorted(steps)}.")
+        raise ValueError(f"no checkpoint at step {step} in {workdir}; have {sorted(steps)}.")
     shape, num_classes = _input_spec(config)
     trainer = Trainer(config, shape, num_classes)
     abstract = trainer.abstract_state()

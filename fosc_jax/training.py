@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import signal
+import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.struct
 import jax
@@ -278,13 +280,41 @@ def eval_subset_indices(config: ml_collections.ConfigDict, n_test: int) -> np.nd
     return np.sort(np.random.default_rng(config.seed).permutation(n_test)[:k])
 
 
+class PreemptionFlag:
+    """Set by SIGTERM (what schedulers and preemptible TPU/GPU VMs send before killing a job).
+
+    The training loop checks it at every logging chunk, saves a checkpoint of the exact
+    mid-epoch state and returns; rerunning the command resumes bitwise-identically.
+    """
+
+    def __init__(self, install: bool = True):
+        self.requested = False
+        self._previous = None
+        if install and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        self.requested = True
+
+    def __call__(self, step: int) -> bool:  # noqa: ARG002
+        return self.requested
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       dataset: Optional[Dataset] = None, mesh=None) -> dict:
+                       dataset: Optional[Dataset] = None, mesh=None,
+                       should_stop: Optional[Callable[[int], bool]] = None) -> dict:
     """Train ``config`` in ``workdir``, resuming from its latest checkpoint; returns the last
-    epoch's metrics. Writes metrics.jsonl, fosc/epoch_XXXX.npz, config.json, checkpoints/.
+    finished epoch's metrics. Writes metrics.jsonl, fosc/epoch_XXXX.npz, config.json and
+    checkpoints/ (Orbax, one per ``checkpoint_every`` epochs, named by global step).
 
     ``dataset`` replaces the configured source (tests, notebooks); ``mesh`` defaults to all
-    devices on a 'data' axis.
+    devices on a 'data' axis. ``should_stop(step)`` is polled at every logging chunk
+    (default: "was SIGTERM received"); when it says yes the exact state is checkpointed
+    mid-epoch and the function returns.
     """
     parallel.maybe_initialize_distributed()
     mesh = mesh if mesh is not None else parallel.make_mesh()
@@ -302,10 +332,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if state is None:
         state = trainer.init_state(jax.random.PRNGKey(config.seed))
     start_epoch = int(state.epoch)
+    skip = int(state.step) - start_epoch * steps_per_epoch  # > 0: preempted mid-epoch
     checkpointing.truncate_metrics(workdir, start_epoch)
-    if start_epoch:
-        print(f"resumed {workdir} from epoch {start_epoch}", flush=True)
+    if int(state.step):
+        print(f"resumed {workdir} at epoch {start_epoch + 1}, step {int(state.step)}", flush=True)
+    flag = PreemptionFlag(install=should_stop is None)
+    should_stop = should_stop or flag
+    try:
+        return _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip,
+                       should_stop, mesh)
+    finally:
+        flag.restore()
+        manager.wait_until_finished()
+        manager.close()
 
+
+def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, should_stop,
+            mesh) -> dict:
+    """The epoch loop of :func:`train_and_evaluate`."""
+    steps_per_epoch = trainer.steps_per_epoch
     x_train, y_train = parallel.replicate((jnp.asarray(ds.x_train),
                                            jnp.asarray(ds.y_train, jnp.int32)), mesh)
     test_idx = eval_subset_indices(config, ds.x_test.shape[0])
@@ -322,9 +367,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         perm_key = jax.random.fold_in(jax.random.fold_in(state.key, 0x5eed), epoch)
         perm = epoch_permutation(perm_key, ds.x_train.shape[0], trainer.batch_size)
         state = state.replace(epoch=jnp.int32(epoch))
+        first = skip if epoch == start_epoch else 0
         epoch_log, t0 = EpochLog(), time.time()
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{config.num_epochs}", config.quiet)
-        for start in range(0, steps_per_epoch, chunk):
+        bar.update(first)
+        for start in range(first, steps_per_epoch, chunk):
             state, metrics = trainer.run_steps(state, x_train, y_train,
                                                perm[start:start + chunk], settings)
             epoch_log.add(metrics)
@@ -332,6 +379,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             means = epoch_log.means()
             bar.set_postfix(loss=f"{means['train_loss']:.3f}",
                             adv_acc=f"{means['train_adv_acc']:.3f}")
+            if start + chunk < steps_per_epoch and should_stop(int(state.step)):
+                bar.close()
+                checkpointing.save(manager, int(state.step), state)
+                print(f"stopped at step {int(state.step)} (epoch {epoch + 1}); checkpoint "
+                      "saved, rerun the same command to resume", flush=True)
+                return last
         bar.close()
         seconds = time.time() - t0
         state = state.replace(epoch=jnp.int32(epoch + 1))
@@ -346,19 +399,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                    config.optim.lr, config.optim.lr_drop_epochs, config.optim.lr_drop_factor, epoch),
                **defenses.describe(config, epoch, curriculum_k), **epoch_log.means(),
                **_fosc_summary(fosc_all), "test_clean_acc": clean_acc, "test_pgd10_acc": pgd_acc,
-               "images_per_sec": steps_per_epoch * trainer.batch_size / seconds,
-               "seconds": seconds}
+               "images_per_sec": epoch_log.steps * trainer.batch_size / seconds,
+               "seconds": seconds, "resumed_mid_epoch": first > 0}
         checkpointing.save_fosc_sample(workdir, epoch, fosc_all, np.concatenate(epoch_log.adv_loss),
                                        np.concatenate(epoch_log.num_steps),
                                        int(config.fosc_sample_size), config.seed)
         checkpointing.append_metrics(workdir, row)
-        if (epoch + 1) % int(config.checkpoint_every) == 0 or epoch + 1 == config.num_epochs:
-            checkpointing.save(manager, epoch + 1, state)
+        if ((epoch + 1) % int(config.checkpoint_every) == 0 or epoch + 1 == end_epoch
+                or should_stop(int(state.step))):
+            checkpointing.save(manager, int(state.step), state)
         print(_summary_line(row), flush=True)  # one line per epoch, also in quiet mode
         last = row
-    checkpointing.save(manager, int(state.epoch), state)
-    manager.wait_until_finished()
-    manager.close()
+        if should_stop(int(state.step)):
+            print(f"stopped after epoch {epoch + 1}; rerun the same command to resume", flush=True)
+            break
     return last
 
 

@@ -211,3 +211,38 @@ def test_curriculum_plateau_rule_raises_level_and_checkpoints_it(tmp_path):
     assert rows[0]["attack_steps_mean"] == 0
     # Level 1 splits the batch into PGD-0 and PGD-1 halves: half a step per example.
     assert rows[1]["attack_steps_mean"] == pytest.approx(0.5)
+
+
+def test_preemption_mid_epoch_checkpoints_and_resumes_bitwise(tmp_path):
+    ds, mesh = tiny_dataset(), parallel.make_mesh(1)  # 4 steps per epoch, chunks of 2
+    full, split = str(tmp_path / "full"), str(tmp_path / "split")
+    train_and_evaluate(tiny_config("dynamic", epochs=2), full, dataset=ds, mesh=mesh)
+    stopped = train_and_evaluate(tiny_config("dynamic", epochs=2), split, dataset=ds, mesh=mesh,
+                                 should_stop=lambda step: step == 6)  # mid epoch 2
+    assert stopped["epoch"] == 0
+    assert sorted(ocp_steps(split)) == [4, 6]  # end of epoch 1, then the preemption point
+    assert [r["epoch"] for r in checkpointing.read_metrics(split)] == [0]
+    train_and_evaluate(tiny_config("dynamic", epochs=2), split, dataset=ds, mesh=mesh)
+    for a, b in zip(params_of(full), params_of(split)):
+        np.testing.assert_array_equal(a, b)
+    rows = checkpointing.read_metrics(split)
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[1]["resumed_mid_epoch"] is True
+
+
+def ocp_steps(workdir):
+    return [int(name) for name in os.listdir(os.path.join(workdir, "checkpoints"))
+            if name.isdigit()]
+
+
+def test_sigterm_sets_the_preemption_flag():
+    import signal
+
+    from fosc_jax.training import PreemptionFlag
+    flag = PreemptionFlag()
+    try:
+        assert not flag(0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag(0)
+    finally:
+        flag.restore()
+    assert signal.getsignal(signal.SIGTERM) is not flag._handle
