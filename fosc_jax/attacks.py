@@ -25,7 +25,7 @@ import numpy as np
 from jax import Array
 
 from fosc_jax._checks import (check_eps, check_labels, check_logits, check_positive,
-                              check_same_shape, is_concrete)
+                              is_concrete)
 from fosc_jax.criterion import fosc as fosc_fn
 from fosc_jax.losses import cross_entropy, cw_margin, get_loss
 

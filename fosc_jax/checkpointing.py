@@ -13,7 +13,6 @@ import tempfile
 from typing import Any, Optional
 
 import flax.serialization
-import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -119,11 +118,23 @@ def append_metrics(workdir: str, row: dict) -> None:
 
 
 def read_metrics(workdir: str) -> list[dict]:
+    """Rows of WORKDIR/metrics.jsonl ([] if absent); a bad line raises ValueError naming it."""
     path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{i}: not JSON ({err}).") from err
+            if "epoch" not in row:
+                raise ValueError(f"{path}:{i}: the row has no 'epoch' key.")
+            rows.append(row)
+    return rows
 
 
 def save_fosc_sample(workdir: str, epoch: int, fosc: np.ndarray, loss: np.ndarray,

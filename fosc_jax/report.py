@@ -16,7 +16,6 @@ figure:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -96,21 +95,8 @@ def _check_run(run: str) -> str:
 
 def read_metrics(run: str) -> list[dict]:
     """Rows of RUN/metrics.jsonl ([] if absent); a bad line raises ValueError naming it."""
-    path = os.path.join(_check_run(run), "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{i}: not JSON ({err}).") from err
-    for i, row in enumerate(rows):
-        if "epoch" not in row:
-            raise ValueError(f"{path}: row {i + 1} has no 'epoch' key.")
-    return rows
+    from fosc_jax.checkpointing import read_metrics as read_rows
+    return read_rows(_check_run(run))
 
 
 def fosc_epochs(run: str) -> list[int]:

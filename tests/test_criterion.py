@@ -56,7 +56,6 @@ def test_fosc_is_nonnegative_in_ball_and_zero_at_linear_corner():
     rng = np.random.default_rng(0)
     b, shape, eps = 8, (4, 4, 3), 0.1
     w = rng.normal(size=(b,) + shape)           # gradient of a linear loss <w, x>
-    x0 = rng.uniform(0, 1, (b,) + shape)
     inside = rng.uniform(-eps, eps, (b,) + shape)
     assert np.all(np.asarray(fosc_jax.fosc(jnp.asarray(w), jnp.asarray(inside), eps)) >= -1e-6)
     corner = eps * np.sign(w)
