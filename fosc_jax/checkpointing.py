@@ -90,14 +90,17 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.wait_until_finished()
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Optional[Any]:
-    """The latest checkpoint restored into ``abstract_state``'s structure, or None."""
-    step = manager.latest_step()
-    if step is None:
-        return None
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
+    """Checkpoint ``step`` restored into ``abstract_state``'s structure and shardings."""
     target = flax.serialization.to_state_dict(abstract_state)
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     return flax.serialization.from_state_dict(abstract_state, restored)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Optional[Any]:
+    """The latest checkpoint restored into ``abstract_state``'s structure, or None."""
+    step = manager.latest_step()
+    return None if step is None else restore(manager, step, abstract_state)
 
 
 def truncate_metrics(workdir: str, epoch: int) -> None:
@@ -158,7 +161,7 @@ def load_classifier(workdir: str, step: Optional[int] = None):
     Returns a :class:`~fosc_jax.classifier.Classifier` with ``.logits(x)`` (pure, jit-able,
     inputs NHWC in [0, 1]), ``.apply(variables, x)``, ``.variables`` and ``.config``.
     """
-    from fosc_jax.data import load_dataset  # noqa: F401  (keep import cost off the hot path)
+    from fosc_jax.data import KNOWN_DATASETS
     from fosc_jax.training import Trainer
 
     config = load_config(workdir)
@@ -170,16 +173,8 @@ def load_classifier(workdir: str, step: Optional[int] = None):
     step = max(steps) if step is None else step
     if step not in steps:
         raise ValueError(f"no checkpoint at step {step} in {workdir}; have {sorted(steps)}.")
-    shape, num_classes = _input_spec(config)
+    num_classes, shape = KNOWN_DATASETS[config.data.name]
     trainer = Trainer(config, shape, num_classes)
-    abstract = trainer.abstract_state()
-    target = flax.serialization.to_state_dict(abstract)
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    state = flax.serialization.from_state_dict(abstract, restored)
+    state = restore(manager, step, trainer.abstract_state())
     manager.close()
     return trainer.classifier(state)
-
-
-def _input_spec(config: ml_collections.ConfigDict) -> tuple[tuple, int]:
-    """Input shape and class count of a config's data set (both data sets have 10 classes)."""
-    return {"mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10)}[config.data.name]
