@@ -29,6 +29,7 @@ from fosc_jax.classifier import Classifier
 from fosc_jax.config import validate_config
 from fosc_jax.data import Dataset, epoch_permutation, get_augment, load_dataset, to_float
 from fosc_jax.defenses import AttackSettings
+from fosc_jax.evaluation.api import subset_indices
 from fosc_jax.losses import cross_entropy
 from fosc_jax.models import get_model
 
@@ -274,12 +275,6 @@ def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
     return ds
 
 
-def eval_subset_indices(config: ml_collections.ConfigDict, n_test: int) -> np.ndarray:
-    """The fixed test subset used for per-epoch numbers (seeded, same every epoch)."""
-    k = min(int(config.eval.num_examples), n_test)
-    return np.sort(np.random.default_rng(config.seed).permutation(n_test)[:k])
-
-
 class PreemptionFlag:
     """Set by SIGTERM (what schedulers and preemptible TPU/GPU VMs send before killing a job).
 
@@ -353,7 +348,9 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
     steps_per_epoch = trainer.steps_per_epoch
     x_train, y_train = parallel.replicate((jnp.asarray(ds.x_train),
                                            jnp.asarray(ds.y_train, jnp.int32)), mesh)
-    test_idx = eval_subset_indices(config, ds.x_test.shape[0])
+    n_eval = int(config.eval.num_examples)
+    test_idx = (subset_indices(ds.x_test.shape[0], n_eval, config.seed) if n_eval
+                else np.arange(0))  # the same seeded subset every epoch
     x_eval, y_eval = ds.x_test[test_idx], ds.y_test[test_idx].astype(np.int32)
     chunk = max(1, min(int(config.log_every), steps_per_epoch))
     last = {}
