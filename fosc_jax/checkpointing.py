@@ -12,7 +12,9 @@ import os
 import tempfile
 from typing import Any, Optional
 
+import flax.core
 import flax.serialization
+import flax.traverse_util
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -154,9 +156,46 @@ def save_fosc_sample(workdir: str, epoch: int, fosc: np.ndarray, loss: np.ndarra
     os.replace(tmp, path)
 
 
+EXPORT_FILE = "variables.npz"
+EXPORT_META = "model.json"
+
+
+def export_classifier(workdir: str, out_dir: str, step: Optional[int] = None) -> str:
+    """Write a run's final model (inference variables + config, no optimizer state) to
+    ``out_dir`` as ``variables.npz`` (plain arrays, read back with allow_pickle=False),
+    ``config.json`` and ``model.json``; :func:`load_classifier` reads the folder back."""
+    clf = load_classifier(workdir, step)
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(clf.variables), sep="/")
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp_", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in flat.items()})
+    os.replace(tmp, os.path.join(out_dir, EXPORT_FILE))
+    _atomic_write(os.path.join(out_dir, CONFIG_FILE), clf.config.to_json(indent=2))
+    _atomic_write(os.path.join(out_dir, EXPORT_META),
+                  json.dumps({"epoch": int(clf.epoch), "source_run": os.path.abspath(workdir)},
+                             indent=2))
+    return out_dir
+
+
+def _load_exported(path: str):
+    from fosc_jax.classifier import Classifier
+    from fosc_jax.models import get_model
+
+    config = load_config(path)
+    with np.load(os.path.join(path, EXPORT_FILE), allow_pickle=False) as data:
+        variables = flax.traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
+    with open(os.path.join(path, EXPORT_META)) as f:
+        epoch = int(json.load(f)["epoch"])
+    from fosc_jax.data import KNOWN_DATASETS
+    num_classes, _ = KNOWN_DATASETS[config.data.name]
+    model = get_model(config.model.name, num_classes=num_classes)
+    return Classifier(model=model, variables=variables, config=config, epoch=epoch)
+
+
 def load_classifier(workdir: str, step: Optional[int] = None):
     """The model of a run in ``workdir`` at its latest checkpoint (or the one saved at
-    global training ``step``).
+    global training ``step``), or of a folder written by :func:`export_classifier`.
 
     Returns a :class:`~fosc_jax.classifier.Classifier` with ``.logits(x)`` (pure, jit-able,
     inputs NHWC in [0, 1]), ``.apply(variables, x)``, ``.variables`` and ``.config``.
@@ -164,6 +203,10 @@ def load_classifier(workdir: str, step: Optional[int] = None):
     from fosc_jax.data import KNOWN_DATASETS
     from fosc_jax.training import Trainer
 
+    if os.path.exists(os.path.join(workdir, EXPORT_FILE)):
+        if step is not None:
+            raise ValueError(f"{workdir} holds one exported model; it has no steps to choose.")
+        return _load_exported(workdir)
     config = load_config(workdir)
     manager = make_manager(workdir, config)
     steps = manager.all_steps()

@@ -73,8 +73,9 @@ def settings_for_epoch(config: ml_collections.ConfigDict, epoch: int, batch: int
         max_k = int(config.defense.curriculum_max_k)
         k = (schedules.curriculum_level_fixed(epoch, config.num_epochs, max_k)
              if curriculum_k is None else int(curriculum_k))
+        # max_steps = k (static): a level compiles once and costs k steps, not K_max.
         return _settings(batch, threshold=-np.inf, budget=curriculum_budget(batch, k),
-                         step=2 * eps / max(k, 1), max_steps=max_k,
+                         step=2 * eps / max(k, 1), max_steps=k,
                          random_start=config.attack.random_start)
     raise ValueError(f"unknown defense {name!r}")
 

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import time
 import zlib
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +158,47 @@ def _attack_batch(craft_vars, score_vars, x, y, key, eps, *, craft_model, score_
     return dict(pred=pred, fosc=res.fosc, loss=res.loss, num_steps=res.num_steps)
 
 
+@functools.partial(jax.jit, static_argnames=("craft_model", "score_model", "spec"))
+def _transfer_batch(craft_vars, score_vars_list, x, y, key, eps, *, craft_model, score_model,
+                    spec):
+    """Craft once on the surrogate, score on each of several models (same architecture)."""
+    x = _to_unit(x)
+    res = masked_pgd(lambda z: _apply(craft_model, craft_vars, z), x, y, key, eps=eps,
+                     step_size=eps * spec.step_fraction, max_steps=spec.num_steps,
+                     random_start=spec.random_start, loss=spec.loss, kappa=spec.kappa)
+    return jnp.stack([jnp.argmax(_apply(score_model, v, res.x_adv), axis=-1).astype(jnp.int32)
+                      for v in score_vars_list])
+
+
+def transfer_attack(surrogate: Classifier, targets: Sequence[Classifier], x: np.ndarray,
+                    y: np.ndarray, spec: AttackSpec, eps: float, *, batch_size: int,
+                    seed: int = 0, placement: Optional[Placement] = None,
+                    progress: bool = False) -> list[np.ndarray]:
+    """Black-box accuracy of several defenses against one set of transfer examples.
+
+    Crafts ``spec`` on ``surrogate`` once per batch and scores every target on the same
+    adversarial batch; the random starts are those of ``Suite.attack(spec, eps,
+    key_name="bb/" + spec.name, surrogate=...)``, so each target gets exactly the numbers a
+    per-target black-box evaluation gives, at the cost of one crafting pass. Targets must
+    share one Flax module. Returns per-example correctness [N] per target.
+    """
+    if len({t.model for t in targets}) != 1:
+        raise ValueError("transfer_attack: the targets must share one model architecture.")
+    placement = placement or data_placement()
+    x, y = check_inputs(x, y)
+    rep = placement.replicate
+    cv, svs = rep(surrogate.variables), tuple(rep(t.variables) for t in targets)
+    key = attack_key(seed, f"bb/{spec.name}")
+    fn = functools.partial(_transfer_batch, craft_model=surrogate.model,
+                           score_model=targets[0].model, spec=spec)
+    eps_arr = jnp.float32(eps)
+    pred = run_batched(lambda xb, yb, b: fn(cv, svs, xb, yb, jax.random.fold_in(key, b),
+                                            eps_arr).T,
+                       x, y, batch_size=batch_size, placement=placement,
+                       desc=f"black-box {spec.label} eps={eps:.4g}", progress=progress)
+    return [pred[:, i] == y for i in range(len(targets))]
+
+
 @functools.partial(jax.jit, static_argnames=("model",))
 def _predict_batch(variables, x, *, model):
     return jnp.argmax(_apply(model, variables, _to_unit(x)), axis=-1).astype(jnp.int32)
@@ -288,4 +329,5 @@ def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
 
 __all__ = ["AttackSpec", "ATTACKS", "DEFAULT_ATTACKS", "attack_spec", "attack_key",
            "as_unit_float", "check_inputs", "Placement", "data_placement", "make_attack_fn",
-           "make_predict_fn", "run_batched", "Suite", "accuracy_entry", "worst_case"]
+           "make_predict_fn", "run_batched", "Suite", "accuracy_entry", "worst_case",
+           "transfer_attack"]

@@ -13,6 +13,7 @@ from fosc_jax.models.layers import (
     Dtype,
     batch_norm,
     check_nhwc,
+    max_pool_2x2,
     normalize,
 )
 
@@ -43,7 +44,7 @@ class CifarCNN(nn.Module):
                             param_dtype=jnp.float32,
                             kernel_init=nn.initializers.glorot_uniform())(x)
                 x = nn.relu(norm()(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(256, dtype=self.dtype, param_dtype=jnp.float32,
                      kernel_init=nn.initializers.he_normal())(x)

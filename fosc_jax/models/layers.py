@@ -48,6 +48,20 @@ def bias_free_conv(features: int, kernel: int, strides: int, dtype: Dtype) -> nn
                    param_dtype=jnp.float32, kernel_init=HE_FAN_OUT)
 
 
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+    """2x2 max-pool with stride 2 (VALID: an odd last row/column is dropped, as nn.max_pool).
+
+    Written as reshape + max instead of ``nn.max_pool``: on XLA:CPU the latter's backward
+    lowers to select-and-scatter, which dominated the MNIST attack step (BENCHMARKS.md).
+    The value is identical; the gradient differs from select-and-scatter only where two
+    window entries tie for the maximum (split equally here, all to the first there), and
+    after a ReLU the common tie (all zeros) carries zero gradient either way.
+    """
+    b, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2, :]
+    return jnp.max(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
 def normalize(x: jnp.ndarray, mean: Sequence[float], std: Sequence[float]) -> jnp.ndarray:
     """Per-channel (x - mean) / std on the last axis; constants, no parameters."""
     mean_arr = jnp.asarray(mean, dtype=x.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fosc_jax.models.layers import Dtype, batch_norm, check_nhwc
+from fosc_jax.models.layers import Dtype, batch_norm, check_nhwc, max_pool_2x2
 
 PADDINGS: tuple[str, ...] = ("SAME", "VALID")
 
@@ -40,7 +40,7 @@ class MnistCNN(nn.Module):
         for feats in (32, 64):
             x = conv(feats)(x)
             x = nn.relu(norm()(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(128, dtype=self.dtype, param_dtype=jnp.float32,
                      kernel_init=nn.initializers.he_normal())(x)

@@ -1,0 +1,1 @@
+"""The paper's MNIST experiment end to end: ``python -m fosc_jax.reproduce mnist``."""

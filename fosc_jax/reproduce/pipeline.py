@@ -1,0 +1,173 @@
+"""The reproduction's stages: train every run, export the final models, evaluate them.
+
+Every stage skips what is already done (a finished run, an exported model, an evaluation
+JSON), and training resumes from its latest checkpoint, so rerunning the same command after
+an interruption (SIGTERM, kill -9, a machine that went away) continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from fosc_jax import checkpointing
+from fosc_jax.reproduce.plan import Run, Scale, run_config
+
+# Relative cost of a run's epoch against a Standard epoch (for the wall-time estimate):
+# Curriculum's k rises from 0 to 10 (about half the steps on average), Unsecured has no attack.
+COST = {"unsecured": 0.1, "curriculum": 0.55}
+EVAL_FILE = "{name}.json"
+SWEEP_EPS = (0.1, 0.2, 0.3, 0.4)
+
+
+def _atomic_json(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def run_dir(out: str, run: Run) -> str:
+    return os.path.join(out, "runs", run.name)
+
+
+def model_dir(out: str, run: Run) -> str:
+    return os.path.join(out, "models", run.name)
+
+
+def epochs_done(workdir: str) -> int:
+    """Epochs recorded in the run's metrics.jsonl (0 when it has not started)."""
+    if not os.path.exists(os.path.join(workdir, checkpointing.METRICS_FILE)):
+        return 0
+    return len(checkpointing.read_metrics(workdir))
+
+
+def _estimate(runs: Sequence[Run], scale: Scale, out: str) -> Optional[float]:
+    """Seconds left for training, from the measured seconds per Standard-equivalent epoch."""
+    per_epoch = []
+    for run in runs:
+        wd = run_dir(out, run)
+        if epochs_done(wd):
+            rows = checkpointing.read_metrics(wd)
+            per_epoch += [r["seconds"] / COST.get(run.defense, 1.0) for r in rows]
+    if not per_epoch:
+        return None
+    unit = float(np.median(per_epoch))
+    left = 0.0
+    for run in runs:
+        total = scale.demo_epochs if run.role == "demo" else scale.epochs
+        left += (total - epochs_done(run_dir(out, run))) * unit * COST.get(run.defense, 1.0)
+    return left
+
+
+def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
+              dataset=None, log=print) -> None:
+    """Train each run to its last epoch (resuming), printing a wall-time estimate as soon as
+    the first epoch of the reproduction is measured and after every run."""
+    from fosc_jax.training import train_and_evaluate
+
+    for run in runs:
+        config = run_config(run, scale, source)
+        wd = run_dir(out, run)
+        done = epochs_done(wd)
+        if done >= config.num_epochs:
+            log(f"[train] {run.name}: finished ({done} epochs), skipped")
+            continue
+        log(f"[train] {run.name}: {run.defense}, seed {run.seed}, epochs {done + 1}.."
+            f"{config.num_epochs}, {wd}")
+        t0 = time.time()
+        if _estimate(runs, scale, out) is None:
+            # Measure one epoch first so the estimate comes early (resume continues after).
+            first = config.copy_and_resolve_references()
+            first.stop_after_epochs = 1
+            train_and_evaluate(first, wd, dataset=dataset)
+            left = _estimate(runs, scale, out)
+            log(f"[train] first epoch took {time.time() - t0:.0f} s; training left: about "
+                f"{left / 60:.0f} min (+ evaluation)")
+        train_and_evaluate(config, wd, dataset=dataset)
+        left = _estimate(runs, scale, out)
+        log(f"[train] {run.name}: done in {time.time() - t0:.0f} s; training left: about "
+            f"{(left or 0) / 60:.0f} min")
+
+
+def export_all(runs: Sequence[Run], out: str, log=print) -> None:
+    """Write each finished run's final model to out/models/NAME (committed; re-scorable)."""
+    for run in runs:
+        target = model_dir(out, run)
+        if os.path.exists(os.path.join(target, checkpointing.EXPORT_FILE)):
+            continue
+        checkpointing.export_classifier(run_dir(out, run), target)
+        log(f"[export] {run.name} -> {target}")
+
+
+def test_subset(ds, n: Optional[int], seed: int = 0):
+    from fosc_jax.evaluation.api import subset_indices
+    idx = subset_indices(len(ds.y_test), n, seed)
+    return ds.x_test[idx], ds.y_test[idx].astype(np.int32), idx
+
+
+def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
+                 progress: bool = False) -> dict:
+    """Every model: white-box (clean, FGSM, PGD-10, PGD-20, CW-inf) with the honesty checks
+    and a PGD-10 eps sweep; then black-box: the same attacks crafted once on the surrogate
+    and scored on every defense. One JSON per model in out/eval; finished ones are skipped."""
+    from fosc_jax.evaluation import honesty
+    from fosc_jax.evaluation.api import evaluate_classifier
+    from fosc_jax.evaluation.suite import accuracy_entry, attack_spec, transfer_attack
+
+    x, y, _ = test_subset(ds, scale.test_images)
+    xs, ys, _ = test_subset(ds, scale.sweep_images, seed=1)
+    path = lambda run: os.path.join(out, "eval", EVAL_FILE.format(name=run.name))  # noqa: E731
+    partial = lambda run: os.path.join(out, "eval", "white_box_only", f"{run.name}.json")  # noqa: E731
+    records, models = {}, {}
+    for run in runs:
+        models[run.name] = checkpointing.load_classifier(model_dir(out, run))
+        done = next((p for p in (path(run), partial(run)) if os.path.exists(p)), None)
+        if done is not None:
+            with open(done) as f:
+                records[run.name] = json.load(f)
+            continue
+        t0 = time.time()
+        rec = evaluate_classifier(models[run.name], x, y, batch_size=500, seed=0,
+                                  progress=progress)
+        sweep = evaluate_classifier(models[run.name], xs, ys, attacks=(), eps_sweep=SWEEP_EPS,
+                                    batch_size=500, seed=0, honesty=False, progress=progress)
+        rec.update(eps_sweep=sweep["eps_sweep"], eps_sweep_n=int(len(ys)), run=run.name,
+                   role=run.role, eval_seconds=time.time() - t0)
+        records[run.name] = rec
+        # The surrogate has no black-box entry; the others wait for the transfer pass.
+        _atomic_json(path(run) if run.role == "surrogate" else partial(run), rec)
+        wb = rec["white_box"]
+        log(f"[eval] {run.name}: clean {rec['clean']['accuracy']:.4f} "
+            + " ".join(f"{k} {v['accuracy']:.4f}" for k, v in wb.items())
+            + f" (n={len(y)}, {rec['eval_seconds']:.0f} s)")
+
+    surrogate = next((r for r in runs if r.role == "surrogate"), None)
+    todo = [r for r in runs if r.role != "surrogate" and not os.path.exists(path(r))]
+    if surrogate is not None and todo:
+        t0 = time.time()
+        names = list(records[todo[0].name]["white_box"])
+        bb = {r.name: {} for r in todo}
+        for name in names:
+            correct = transfer_attack(models[surrogate.name], [models[r.name] for r in todo],
+                                      x, y, attack_spec(name), float(records[todo[0].name]["eps"]),
+                                      batch_size=500, seed=0, progress=progress)
+            for r, c in zip(todo, correct):
+                bb[r.name][name] = accuracy_entry(c)
+        for r in todo:
+            rec = records[r.name]
+            rec["black_box"] = dict(attacks=bb[r.name], epoch=int(models[surrogate.name].epoch),
+                                    name=models[surrogate.name].config.name)
+            rec["honesty"]["warnings"] = honesty.run_checks(
+                rec, rec["honesty"]["z"], rec["honesty"]["restart_margin"])
+            rec["eval_seconds"] += (time.time() - t0) / len(todo)
+            _atomic_json(path(r), rec)
+            os.remove(partial(r)) if os.path.exists(partial(r)) else None
+        log(f"[eval] black-box from {surrogate.name} on {len(todo)} models: "
+            f"{time.time() - t0:.0f} s")
+    return records
