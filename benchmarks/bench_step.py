@@ -152,7 +152,7 @@ def make_jax_step(model_name: str, batch: int, *, num_steps: int = 10,
         bench_config(model_name, batch, mode="standard", num_steps=num_steps, dtype=dtype),
         0, batch)
     jax.block_until_ready(state)
-    return JaxStep(trainer.train_step, state, standard, trainer.settings_for_epoch(0),
+    return JaxStep(trainer.step, state, standard, trainer.settings_for_epoch(0),
                    time.perf_counter() - t0)
 
 

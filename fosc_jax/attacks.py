@@ -90,6 +90,115 @@ def _validate(logits_fn: LogitsFn, x0: Array, y: Array, eps: Scalar, step_size: 
     check_labels(y, batch, num_classes, name="y")
 
 
+class PGDLoop:
+    """The masked sign-gradient loop of :func:`masked_pgd`, as pieces a caller can drive.
+
+    ``init()`` evaluates the gradient at the start point; ``step(s)`` moves the active
+    examples once; ``steps(s, n)`` unrolls n steps at trace time; ``run_blocks(s, n)`` is a
+    ``lax.while_loop`` over blocks of n unrolled steps that exits once no example is active;
+    ``result(s)`` packs the final state. The state ``s`` is a dict of arrays (a pytree), so
+    it can cross jit boundaries: the trainer runs the blocks from the host on XLA:CPU, where
+    a while_loop body runs ~1.6x slower than the same steps unrolled (BENCHMARKS.md). Build
+    it inside the traced function; nothing here is validated (``masked_pgd`` validates).
+    """
+
+    def __init__(self, logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
+                 step_size: Scalar, max_steps: int, budget: Optional[Array] = None,
+                 threshold: Scalar = -jnp.inf, random_start: bool = True,
+                 loss: str = "ce", kappa: float = 50.0, fosc_origin: str = "clean",
+                 record_trace: bool = False):
+        per_example_loss = get_loss(loss)
+        if per_example_loss is cw_margin:
+            per_example_loss = lambda z, t: cw_margin(z, t, kappa)  # noqa: E731
+        self.per_example_loss, self.logits_fn, self.y = per_example_loss, logits_fn, y
+        self.batch, self.ndim = batch, ndim = x0.shape[0], x0.ndim
+        self.max_steps, self.record_trace, self.threshold = max_steps, record_trace, threshold
+        x0 = jax.lax.stop_gradient(jnp.asarray(x0, jnp.float32))
+        eps_b = _per_example(eps, batch, ndim)
+        self.alpha_b = _per_example(step_size, batch, ndim)
+        self.eps_flat = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (batch,))
+        self.budget = (jnp.full((batch,), max_steps, jnp.int32) if budget is None
+                       else jnp.asarray(budget, jnp.int32))
+        self.lower, self.upper = jnp.maximum(x0 - eps_b, 0.0), jnp.minimum(x0 + eps_b, 1.0)
+        if random_start:
+            noise = jax.random.uniform(key, x0.shape, jnp.float32, -1.0, 1.0) * eps_b
+            start = jnp.clip(x0 + noise, 0.0, 1.0)
+            start = jnp.where(_per_example(self.budget > 0, batch, ndim) > 0, start, x0)
+        else:
+            start = x0
+        self.start = start
+        self.origin = x0 if fosc_origin == "clean" else start
+
+    def _loss_and_grad(self, x: Array):
+        def total(x):
+            per_ex = self.per_example_loss(self.logits_fn(x), self.y)
+            return jnp.sum(per_ex), per_ex
+        (_, per_ex), g = jax.value_and_grad(total, has_aux=True)(x)
+        return per_ex, g
+
+    def _criterion(self, g: Array, x: Array) -> Array:
+        return fosc_fn(g, x - self.origin, self.eps_flat)
+
+    def init(self) -> dict:
+        """Loss, gradient and FOSC at the start point; every example with a budget active."""
+        loss0, g0 = self._loss_and_grad(self.start)
+        c0 = self._criterion(g0, self.start)
+        trace_len = self.max_steps + 1 if self.record_trace else 1
+        trace = jnp.full((trace_len, self.batch), jnp.nan, jnp.float32)
+        return dict(x=self.start, g=g0, c=c0, loss=loss0,
+                    steps=jnp.zeros((self.batch,), jnp.int32), active=self.budget > 0,
+                    k=jnp.int32(0), fosc_trace=trace.at[0].set(c0),
+                    loss_trace=trace.at[0].set(loss0))
+
+    def step(self, s: dict) -> dict:
+        """One masked sign step for the active examples, then gradient and FOSC there."""
+        act = s["active"]
+        act_b = _per_example(act, self.batch, self.ndim) > 0
+        moved = jnp.clip(s["x"] + self.alpha_b * jnp.sign(s["g"]), self.lower, self.upper)
+        x = jnp.where(act_b, moved, s["x"])
+        new_loss, g = self._loss_and_grad(x)
+        c = jnp.where(act, self._criterion(g, x), s["c"])
+        new_loss = jnp.where(act, new_loss, s["loss"])
+        steps = s["steps"] + act.astype(jnp.int32)
+        # k counts iterations in which some example moved (= max(num_steps)); a step taken
+        # when nobody is active (inside an unrolled block) changes nothing, k included.
+        k = s["k"] + jnp.any(act).astype(jnp.int32)
+        out = dict(x=x, g=jnp.where(act_b, g, s["g"]), c=c, loss=new_loss, steps=steps,
+                   active=act & (steps < self.budget) & (c > self.threshold), k=k,
+                   fosc_trace=s["fosc_trace"], loss_trace=s["loss_trace"])
+        if self.record_trace:
+            out["fosc_trace"] = s["fosc_trace"].at[k].set(c)
+            out["loss_trace"] = s["loss_trace"].at[k].set(new_loss)
+        return out
+
+    def steps(self, s: dict, n: int) -> dict:
+        """``n`` steps unrolled at trace time (stopped examples are masked, not skipped)."""
+        for _ in range(n):
+            s = self.step(s)
+        return s
+
+    def run_blocks(self, s: dict, block: int) -> dict:
+        """Steps until no example is active or ``max_steps`` were taken: a while_loop over
+        blocks of ``block`` unrolled steps (a block costs its steps even if all stop early)."""
+        n_blocks = -(-self.max_steps // block)
+        out = jax.lax.while_loop(
+            lambda t: jnp.any(t["active"]) & (t["blocks"] < n_blocks),
+            lambda t: {**self.steps(t, block), "blocks": t["blocks"] + 1},
+            {**s, "blocks": jnp.int32(0)})
+        out.pop("blocks")
+        return out
+
+    def result(self, s: dict) -> AttackResult:
+        out = AttackResult(x_adv=jax.lax.stop_gradient(s["x"]), fosc=s["c"],
+                           num_steps=s["steps"], loss=s["loss"], iterations=s["k"])
+        if self.record_trace:
+            # Rows after the loop exited repeat the final values (examples had all stopped).
+            fill = jnp.arange(self.max_steps + 1)[:, None] > s["k"]
+            out = out.replace(fosc_trace=jnp.where(fill, s["c"][None], s["fosc_trace"]),
+                              loss_trace=jnp.where(fill, s["loss"][None], s["loss_trace"]))
+        return out
+
+
 def masked_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
                step_size: Scalar, max_steps: int, budget: Optional[Array] = None,
                threshold: Scalar = -jnp.inf, random_start: bool = True, loss: str = "ce",
@@ -117,109 +226,26 @@ def masked_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Sca
       fosc_origin: "clean" (paper: FOSC w.r.t. x0) or "start" (released code: w.r.t. the
         random start, so FOSC can be negative).
       record_trace: also return FOSC and loss after every iteration.
-      unroll: None (default) unrolls all ``max_steps`` steps at trace time: fastest, no
-        early exit. An int k runs the first step, then a ``lax.while_loop`` over blocks of
-        k unrolled steps that exits once no example is active (what Dynamic AT needs to
-        save compute). Results are identical for every choice.
+      unroll: None (default) unrolls all ``max_steps`` steps at trace time: fastest on
+        XLA:CPU, no early exit. An int k takes the first step, then runs a
+        ``lax.while_loop`` over blocks of k unrolled steps that exits once no example is
+        active (the early exit Dynamic AT saves compute with on accelerators). Results are
+        identical for every choice.
     """
     _validate(logits_fn, x0, y, eps, step_size, max_steps, budget)
-    unroll = max_steps if unroll is None else unroll
-    if not isinstance(unroll, (int, np.integer)) or unroll < 1:
+    if unroll is not None and (not isinstance(unroll, (int, np.integer)) or unroll < 1):
         raise ValueError(f"unroll must be None or an int >= 1, got {unroll!r}.")
     if fosc_origin not in ("clean", "start"):
         raise ValueError(f"fosc_origin must be 'clean' or 'start', got {fosc_origin!r}.")
-    per_example_loss = get_loss(loss)
-    if per_example_loss is cw_margin:
-        per_example_loss = lambda z, t: cw_margin(z, t, kappa)  # noqa: E731
-
-    batch, ndim = x0.shape[0], x0.ndim
-    x0 = jax.lax.stop_gradient(jnp.asarray(x0, jnp.float32))
-    eps_b = _per_example(eps, batch, ndim)
-    alpha_b = _per_example(step_size, batch, ndim)
-    eps_flat = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (batch,))
-    budget = (jnp.full((batch,), max_steps, jnp.int32) if budget is None
-              else jnp.asarray(budget, jnp.int32))
-    lower, upper = jnp.maximum(x0 - eps_b, 0.0), jnp.minimum(x0 + eps_b, 1.0)
-
-    if random_start:
-        noise = jax.random.uniform(key, x0.shape, jnp.float32, -1.0, 1.0) * eps_b
-        start = jnp.clip(x0 + noise, 0.0, 1.0)
-        start = jnp.where(_per_example(budget > 0, batch, ndim) > 0, start, x0)
+    loop = PGDLoop(logits_fn, x0, y, key, eps=eps, step_size=step_size, max_steps=max_steps,
+                   budget=budget, threshold=threshold, random_start=random_start, loss=loss,
+                   kappa=kappa, fosc_origin=fosc_origin, record_trace=record_trace)
+    state = loop.step(loop.init())  # the first step is always taken
+    if unroll is None or unroll >= max_steps - 1:
+        state = loop.steps(state, max_steps - 1)
     else:
-        start = x0
-    origin = x0 if fosc_origin == "clean" else start
-
-    def loss_and_grad(x: Array):
-        def total(x):
-            per_ex = per_example_loss(logits_fn(x), y)
-            return jnp.sum(per_ex), per_ex
-        (_, per_ex), g = jax.value_and_grad(total, has_aux=True)(x)
-        return per_ex, g
-
-    def criterion(g: Array, x: Array) -> Array:
-        return fosc_fn(g, x - origin, eps_flat)
-
-    loss0, g0 = loss_and_grad(start)
-    c0 = criterion(g0, start)
-    trace_len = max_steps + 1 if record_trace else 1
-    fosc_trace = jnp.full((trace_len, batch), jnp.nan, jnp.float32).at[0].set(c0)
-    loss_trace = jnp.full((trace_len, batch), jnp.nan, jnp.float32).at[0].set(loss0)
-    init = dict(x=start, g=g0, c=c0, loss=loss0, steps=jnp.zeros((batch,), jnp.int32),
-                active=budget > 0, k=jnp.int32(0), fosc_trace=fosc_trace,
-                loss_trace=loss_trace)
-
-    def step(s):
-        """One masked sign step for the active examples, then gradient and FOSC there."""
-        act = s["active"]
-        act_b = _per_example(act, batch, ndim) > 0
-        moved = jnp.clip(s["x"] + alpha_b * jnp.sign(s["g"]), lower, upper)
-        x = jnp.where(act_b, moved, s["x"])
-        new_loss, g = loss_and_grad(x)
-        c = jnp.where(act, criterion(g, x), s["c"])
-        new_loss = jnp.where(act, new_loss, s["loss"])
-        steps = s["steps"] + act.astype(jnp.int32)
-        # k counts iterations in which some example moved (= max(num_steps)); a sub-step of
-        # an unrolled block with nobody active changes nothing, k included.
-        k = s["k"] + jnp.any(act).astype(jnp.int32)
-        out = dict(x=x, g=jnp.where(act_b, g, s["g"]), c=c, loss=new_loss, steps=steps,
-                   active=act & (steps < budget) & (c > threshold), k=k,
-                   fosc_trace=s["fosc_trace"], loss_trace=s["loss_trace"])
-        if record_trace:
-            out["fosc_trace"] = s["fosc_trace"].at[k].set(c)
-            out["loss_trace"] = s["loss_trace"].at[k].set(new_loss)
-        return out
-
-    # The first step is always taken. The rest is unrolled at trace time (what XLA:CPU runs
-    # fastest: a while_loop body runs ~1.6x slower there, BENCHMARKS.md) or, for the early
-    # exit, a while_loop over blocks of ``unroll`` unrolled steps that stops once no example
-    # is active. Inside a block a stopped example is masked, so results never depend on
-    # ``unroll``; a block only costs its steps even when everybody stopped mid-block.
-    final = step(init)
-    rest = max_steps - 1
-    if rest > 0 and unroll >= rest:
-        for _ in range(rest):
-            final = step(final)
-    elif rest > 0:
-        def block(s):
-            for _ in range(unroll):
-                s = step(s)
-            return s
-        n_blocks = -(-rest // unroll)
-        final = jax.lax.while_loop(
-            lambda s: jnp.any(s["active"]) & (s["blocks"] < n_blocks),
-            lambda s: {**block(s), "blocks": s["blocks"] + 1},
-            {**final, "blocks": jnp.int32(0)})
-    result = AttackResult(
-        x_adv=jax.lax.stop_gradient(final["x"]), fosc=final["c"], num_steps=final["steps"],
-        loss=final["loss"], iterations=final["k"])
-    if record_trace:
-        # Rows after the loop exited repeat the final values (examples had all stopped).
-        rows = jnp.arange(trace_len)[:, None]
-        fill = rows > final["k"]
-        result = result.replace(
-            fosc_trace=jnp.where(fill, final["c"][None], final["fosc_trace"]),
-            loss_trace=jnp.where(fill, final["loss"][None], final["loss_trace"]))
-    return result
+        state = loop.run_blocks(state, unroll)
+    return loop.result(state)
 
 
 def fgsm(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
@@ -249,17 +275,19 @@ def cw_inf(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
 def dynamic_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
                 step_size: Scalar, num_steps: int, threshold: Scalar,
                 random_start: bool = True, loss: str = "ce", kappa: float = 50.0,
-                fosc_origin: str = "clean", record_trace: bool = False) -> AttackResult:
+                fosc_origin: str = "clean", record_trace: bool = False,
+                unroll: Optional[int] = 1) -> AttackResult:
     """Dynamic PGD (Algorithm 1): each example stops once its FOSC is <= ``threshold``.
 
-    The first step is always taken; the loop exits when no example is active or after
-    ``num_steps`` steps.
+    The first step is always taken; the ``lax.while_loop`` exits when no example is active
+    or after ``num_steps`` steps (``unroll`` steps per loop iteration; None unrolls all
+    steps and gives up the early exit, see :func:`masked_pgd`).
     """
     return masked_pgd(logits_fn, x0, y, key, eps=eps, step_size=step_size,
                       max_steps=num_steps, threshold=threshold, random_start=random_start,
                       loss=loss, kappa=kappa, fosc_origin=fosc_origin,
-                      record_trace=record_trace)
+                      record_trace=record_trace, unroll=unroll)
 
 
-__all__ = ["AttackResult", "masked_pgd", "fgsm", "pgd", "cw_inf", "dynamic_pgd",
+__all__ = ["AttackResult", "PGDLoop", "masked_pgd", "fgsm", "pgd", "cw_inf", "dynamic_pgd",
            "cross_entropy", "cw_margin"]

@@ -32,15 +32,19 @@ class AttackSettings:
     step_size: Array          # f32 [B]
     max_steps: int = flax.struct.field(pytree_node=False, default=10)
     random_start: bool = flax.struct.field(pytree_node=False, default=True)
+    # True when examples can stop before their budget (a FOSC threshold): the step then
+    # checks for "nobody active" and skips the remaining steps (Dynamic AT's saving).
+    early_exit: bool = flax.struct.field(pytree_node=False, default=False)
 
 
 def _settings(batch: int, *, threshold: float, budget, step: float, max_steps: int,
-              random_start: bool) -> AttackSettings:
+              random_start: bool, early_exit: bool = False) -> AttackSettings:
     return AttackSettings(
         threshold=jnp.float32(threshold),
         budget=jnp.broadcast_to(jnp.asarray(budget, jnp.int32), (batch,)),
         step_size=jnp.full((batch,), step, jnp.float32),
-        max_steps=int(max_steps), random_start=bool(random_start))
+        max_steps=int(max_steps), random_start=bool(random_start),
+        early_exit=bool(early_exit))
 
 
 def curriculum_budget(batch: int, k: int) -> np.ndarray:
@@ -63,7 +67,7 @@ def settings_for_epoch(config: ml_collections.ConfigDict, epoch: int, batch: int
         return _settings(batch, **pgd)
     if name == "dynamic":
         c_t = schedules.fosc_threshold(epoch, config.defense.c_max, config.defense.t_prime)
-        return _settings(batch, **{**pgd, "threshold": c_t})
+        return _settings(batch, **{**pgd, "threshold": c_t, "early_exit": True})
     if name == "fgsm_pgd":
         if epoch < config.defense.fgsm_epochs:
             return _settings(batch, threshold=-np.inf, budget=1, step=eps, max_steps=1,

@@ -24,7 +24,7 @@ import optax
 from jax import Array
 
 from fosc_jax import checkpointing, defenses, parallel, schedules
-from fosc_jax.attacks import masked_pgd
+from fosc_jax.attacks import AttackResult, PGDLoop
 from fosc_jax.classifier import Classifier
 from fosc_jax.config import validate_config
 from fosc_jax.data import Dataset, epoch_permutation, get_augment, load_dataset, to_float
@@ -68,7 +68,8 @@ class Trainer:
     """
 
     def __init__(self, config: ml_collections.ConfigDict, input_shape: tuple,
-                 num_classes: int, steps_per_epoch: int = 1, mesh=None):
+                 num_classes: int, steps_per_epoch: int = 1, mesh=None,
+                 exit_check: Optional[str] = None, exit_block: int = 3):
         self.config = config
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
@@ -80,9 +81,19 @@ class Trainer:
         self.augment = get_augment(config.data.augment)
         self.batch_size = int(config.batch_size)
         self.steps_per_call = int(config.steps_per_call)
+        # Dynamic AT's early exit: "device" runs a while_loop over blocks of exit_block
+        # steps inside the compiled step (accelerators); "host" checks after each block from
+        # Python (XLA:CPU, where loop bodies run slower than flat code). Same results.
+        self.exit_check = exit_check or ("host" if jax.default_backend() == "cpu" else "device")
+        if self.exit_check not in ("host", "device"):
+            raise ValueError(f"exit_check must be 'host' or 'device', got {exit_check!r}.")
+        self.exit_block = int(exit_block)
         self.train_step = jax.jit(self._train_step, donate_argnums=0)
         self.train_indexed = jax.jit(self._train_indexed, donate_argnums=0)
         self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
+        self.host_begin = jax.jit(self._host_begin)
+        self.host_block = jax.jit(self._host_block)
+        self.host_finish = jax.jit(self._host_finish, donate_argnums=0)
 
     # -- state ---------------------------------------------------------------------------
     def init_state(self, key: Array) -> TrainState:
@@ -123,23 +134,41 @@ class Trainer:
                                               mutable=["batch_stats"])[0]
         return lambda x: self.model.apply(variables, x, train=False)
 
+    def _prepare(self, state: TrainState, x_uint8: Array, y: Array):
+        """Place the batch, augment it; returns (x in [0, 1], int labels, attack key)."""
+        x_uint8 = parallel.constrain_batch(x_uint8, self.mesh)
+        y = parallel.constrain_batch(jnp.asarray(y, jnp.int32), self.mesh)
+        aug_key, attack_key = jax.random.split(jax.random.fold_in(state.key, state.step))
+        return self.augment(aug_key, to_float(x_uint8)), y, attack_key
+
+    def _loop(self, state: TrainState, x: Array, y: Array, key: Array,
+              settings: AttackSettings) -> PGDLoop:
+        return PGDLoop(self._attack_logits_fn(state.params, state.batch_stats), x, y, key,
+                       eps=self.config.attack.eps, step_size=settings.step_size,
+                       max_steps=settings.max_steps, budget=settings.budget,
+                       threshold=settings.threshold, random_start=settings.random_start,
+                       fosc_origin=self.config.defense.fosc_origin)
+
     def _train_step(self, state: TrainState, x_uint8: Array, y: Array,
                     settings: AttackSettings):
         """One step on a batch of uint8 images: augment, attack, update. Returns
         (state, metrics) where metrics holds means and per-example FOSC / steps."""
-        cfg = self.config
-        x_uint8 = parallel.constrain_batch(x_uint8, self.mesh)
-        y = parallel.constrain_batch(jnp.asarray(y, jnp.int32), self.mesh)
-        step_key = jax.random.fold_in(state.key, state.step)
-        aug_key, attack_key = jax.random.split(step_key)
-        x = self.augment(aug_key, to_float(x_uint8))
+        x, y, key = self._prepare(state, x_uint8, y)
+        if settings.max_steps == 0:
+            return self._update(state, x, y, None, settings)
+        loop = self._loop(state, x, y, key, settings)
+        s = loop.step(loop.init())  # the first step is always taken
+        if settings.early_exit and self.exit_check == "device":
+            s = loop.run_blocks(s, self.exit_block)
+        else:
+            s = loop.steps(s, settings.max_steps - 1)
+        return self._update(state, x, y, loop.result(s), settings)
 
-        if settings.max_steps > 0:
-            result = masked_pgd(
-                self._attack_logits_fn(state.params, state.batch_stats), x, y, attack_key,
-                eps=cfg.attack.eps, step_size=settings.step_size, max_steps=settings.max_steps,
-                budget=settings.budget, threshold=settings.threshold,
-                random_start=settings.random_start, fosc_origin=cfg.defense.fosc_origin)
+    def _update(self, state: TrainState, x: Array, y: Array, result: Optional[AttackResult],
+                settings: AttackSettings):
+        """The optimizer step on the attack's output (the clean batch when there is none)."""
+        cfg = self.config
+        if result is not None:
             x_adv, fosc, steps = result.x_adv, result.fosc, result.num_steps
         else:
             x_adv = x
@@ -185,6 +214,40 @@ class Trainer:
         """One step on the batch ``idx`` [B] gathered from the on-device split."""
         return self._train_step(state, x_train[idx], y_train[idx], settings)
 
+    # -- the early exit driven from the host (XLA:CPU) ----------------------------------
+    def _host_begin(self, state, x_uint8, y, settings):
+        """Augment, start point and the first attack step."""
+        x, y, key = self._prepare(state, x_uint8, y)
+        loop = self._loop(state, x, y, key, settings)
+        return x, y, key, loop.step(loop.init())
+
+    def _host_block(self, state, x, y, key, s, settings):
+        """``exit_block`` more (masked) attack steps."""
+        return self._loop(state, x, y, key, settings).steps(s, self.exit_block)
+
+    def _host_finish(self, state, x, y, key, s, settings):
+        return self._update(state, x, y, self._loop(state, x, y, key, settings).result(s),
+                            settings)
+
+    def step(self, state: TrainState, x_uint8: Array, y: Array, settings: AttackSettings):
+        """One training step on a batch (the compiled step, or the host-checked early exit
+        for a Dynamic attack on XLA:CPU). Returns (state, metrics); donates ``state``."""
+        if settings.early_exit and self.exit_check == "host":
+            return self._host_exit_step(state, x_uint8, y, settings)
+        return self.train_step(state, x_uint8, y, settings)
+
+    def _host_exit_step(self, state, x_uint8, y, settings):
+        """One training step whose attack stops once no example is active, checked on the
+        host after every block of ``exit_block`` steps: on XLA:CPU three flat programs
+        run faster than one program with a while_loop, whose body runs ~1.6x slower there
+        (BENCHMARKS.md). Same numbers as the in-graph loop (stopped examples are masked)."""
+        x, y, key, s = self.host_begin(state, x_uint8, y, settings)
+        taken = 1
+        while taken < settings.max_steps and bool(jnp.any(s["active"])):
+            s = self.host_block(state, x, y, key, s, settings)
+            taken += self.exit_block
+        return self.host_finish(state, x, y, key, s, settings)
+
     def _train_chunk(self, state: TrainState, x_train: Array, y_train: Array,
                      indices: Array, settings: AttackSettings):
         """``indices.shape[0]`` steps in one compiled scan; batches gathered on device."""
@@ -200,7 +263,11 @@ class Trainer:
         outs = []
         for start in range(0, indices.shape[0], self.steps_per_call):
             rows = indices[start:start + self.steps_per_call]
-            if self.steps_per_call == 1:
+            if settings.early_exit and self.exit_check == "host":
+                state, m = self._host_exit_step(state, x_train[rows[0]], y_train[rows[0]],
+                                                settings)
+                m = jax.tree_util.tree_map(lambda a: a[None], m)
+            elif self.steps_per_call == 1:
                 state, m = self.train_indexed(state, x_train, y_train, rows[0], settings)
                 m = jax.tree_util.tree_map(lambda a: a[None], m)
             else:

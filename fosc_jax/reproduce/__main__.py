@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or 'bundled' for the 2,000-image subset shipped in the package")
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    p.add_argument("--readme", default="README.md",
+                   help="README whose reproduction table (between its markers) is rewritten "
+                        "with the results; skipped when the file has no markers")
     p.add_argument("--smoke", action="store_true",
                    help="shrink the scale to a few hundred images and 2 epochs (tests)")
     return p
@@ -71,7 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "train" in stages:
         pipeline.train_all(RUNS, scale, source, out, log=log)
     if "export" in stages:
-        pipeline.export_all(RUNS, out, log=log)
+        pipeline.export_all(RUNS, scale, out, log=log)
     if "eval" in stages or "report" in stages:
         from fosc_jax.data import load_dataset
         ds = load_dataset(source, "mnist")
@@ -81,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from fosc_jax.reproduce import report
         path = report.write_report(RUNS, scale, ds, out, command=" ".join(
             ["python -m fosc_jax.reproduce"] + list(argv if argv is not None else sys.argv[1:])),
-            log=log)
+            readme=None if args.smoke else args.readme, log=log)
         log(f"wrote {path}")
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 import time
 from typing import Optional, Sequence
@@ -19,7 +20,7 @@ from fosc_jax.reproduce.plan import Run, Scale, run_config
 
 # Relative cost of a run's epoch against a Standard epoch (for the wall-time estimate):
 # Curriculum's k rises from 0 to 10 (about half the steps on average), Unsecured has no attack.
-COST = {"unsecured": 0.1, "curriculum": 0.55}
+COST = {"unsecured": 0.2, "curriculum": 0.55}
 EVAL_FILE = "{name}.json"
 SWEEP_EPS = (0.1, 0.2, 0.3, 0.4)
 
@@ -30,6 +31,36 @@ def _atomic_json(path: str, obj) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1, default=float)
     os.replace(tmp, path)
+
+
+def git_commit() -> str:
+    """The commit of the code running now (or 'unknown' outside a git checkout)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def record_provenance(out: str, key: str) -> None:
+    """Append the commit running a stage to OUT/provenance.json (a resumed stage may span
+    several commits; RESULTS.md lists them)."""
+    path = os.path.join(out, "provenance.json")
+    prov = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            prov = json.load(f)
+    commits = prov.get(key, [])
+    commits = [commits] if isinstance(commits, str) else commits
+    if not commits or commits[-1] != git_commit():
+        prov[key] = commits + [git_commit()]
+        _atomic_json(path, prov)
 
 
 def run_dir(out: str, run: Run) -> str:
@@ -71,6 +102,7 @@ def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
     the first epoch of the reproduction is measured and after every run."""
     from fosc_jax.training import train_and_evaluate
 
+    record_provenance(out, "train_commit")
     for run in runs:
         config = run_config(run, scale, source)
         wd = run_dir(out, run)
@@ -90,16 +122,24 @@ def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
             log(f"[train] first epoch took {time.time() - t0:.0f} s; training left: about "
                 f"{left / 60:.0f} min (+ evaluation)")
         train_and_evaluate(config, wd, dataset=dataset)
+        export_all([run], scale, out, log=log)
         left = _estimate(runs, scale, out)
         log(f"[train] {run.name}: done in {time.time() - t0:.0f} s; training left: about "
             f"{(left or 0) / 60:.0f} min")
 
 
-def export_all(runs: Sequence[Run], out: str, log=print) -> None:
-    """Write each finished run's final model to out/models/NAME (committed; re-scorable)."""
+def export_all(runs: Sequence[Run], scale: Scale, out: str, log=print) -> None:
+    """Write each finished run's final model to out/models/NAME (committed; re-scorable).
+
+    With the exported model, metrics.jsonl and the FOSC samples a finished run needs nothing
+    else (its checkpoints are not committed), so a fresh checkout resumes the reproduction."""
     for run in runs:
         target = model_dir(out, run)
         if os.path.exists(os.path.join(target, checkpointing.EXPORT_FILE)):
+            continue
+        total = run_config(run, scale, "bundled").num_epochs
+        if epochs_done(run_dir(out, run)) < total:
+            log(f"[export] {run.name}: not finished, skipped")
             continue
         checkpointing.export_classifier(run_dir(out, run), target)
         log(f"[export] {run.name} -> {target}")
@@ -120,6 +160,7 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
     from fosc_jax.evaluation.api import evaluate_classifier
     from fosc_jax.evaluation.suite import accuracy_entry, attack_spec, transfer_attack
 
+    record_provenance(out, "eval_commit")
     x, y, _ = test_subset(ds, scale.test_images)
     xs, ys, _ = test_subset(ds, scale.sweep_images, seed=1)
     path = lambda run: os.path.join(out, "eval", EVAL_FILE.format(name=run.name))  # noqa: E731
