@@ -173,7 +173,8 @@ def export_classifier(workdir: str, out_dir: str, step: Optional[int] = None) ->
     os.replace(tmp, os.path.join(out_dir, EXPORT_FILE))
     _atomic_write(os.path.join(out_dir, CONFIG_FILE), clf.config.to_json(indent=2))
     _atomic_write(os.path.join(out_dir, EXPORT_META),
-                  json.dumps({"epoch": int(clf.epoch), "source_run": os.path.abspath(workdir)},
+                  json.dumps({"epoch": int(clf.epoch),
+                              "source_run": os.path.relpath(workdir, out_dir)},
                              indent=2))
     return out_dir
 
