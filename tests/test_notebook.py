@@ -57,6 +57,7 @@ def test_quickstart_notebook_runs(tmp_path):
     workdir = tmp_path / "run"
     env = dict(os.environ)
     env.update(XLA_FLAGS="", JAX_PLATFORMS=env.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg",
+               PYTHONPATH=ROOT,  # this checkout's code, whichever copy is installed
                FOSC_JAX_NOTEBOOK_OVERRIDES=json.dumps(OVERRIDES), FOSC_JAX_NOTEBOOK_EPOCHS="1",
                FOSC_JAX_NOTEBOOK_WORKDIR=str(workdir), FOSC_JAX_NOTEBOOK_EVAL_EXAMPLES="32")
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
@@ -85,7 +86,7 @@ def test_quickstart_notebook_runs(tmp_path):
 def _execute(path, tmp_path, env_extra):
     env = dict(os.environ)
     env.update(XLA_FLAGS="", JAX_PLATFORMS=env.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg",
-               **env_extra)
+               PYTHONPATH=ROOT, **env_extra)
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb, km=_kernel_manager(tmp_path), kernel_name="python3", timeout=600,
