@@ -39,7 +39,9 @@ def _eps(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from fosc_jax.cli_help import listing
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=listing(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", nargs="+", required=True, help="run directories")
     p.add_argument("--attacks", type=_attacks, default=list(DEFAULT_ATTACKS),
                    help="comma list of fgsm,pgd10,pgd20,cw (default: all)")

@@ -1,7 +1,8 @@
 """Train a defense: ``python train.py --config configs/cifar_dynamic.py --workdir runs/x``.
 
-Any config field can be overridden, e.g. ``--config.num_epochs=3``. Rerunning the same
-command resumes from the latest checkpoint in the workdir.
+Any config field can be overridden, e.g. ``--config.attack.eps=0.1``. ``--epochs N`` runs N
+epochs with the config's schedule (lr drops, T', FGSM epochs, curriculum) scaled to N.
+Rerunning the same command resumes from the latest checkpoint in the workdir.
 """
 import os
 import sys
@@ -10,28 +11,36 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from fosc_jax.cli_help import listing
 from fosc_jax.config import ConfigError
+from fosc_jax.shorten import describe, scale_schedule
 from fosc_jax.training import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>).")
+_EPOCHS = flags.DEFINE_integer("epochs", None, "Run this many epochs with the config's "
+                               "epoch-based schedule scaled to them (a shortened run).")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
+    if _EPOCHS.value is not None:
+        config = scale_schedule(config, _EPOCHS.value)
+        print(f"fosc_jax: schedule scaled to {describe(config)}", flush=True)
     workdir = _WORKDIR.value or os.path.join("runs", config.name)
     absl_logging.set_verbosity(absl_logging.WARNING)  # keep Orbax/JAX info lines out of the log
     print(f"fosc_jax: training {config.name} ({config.defense.name}, {config.model.name}, "
           f"{config.data.name}) in {workdir}", flush=True)
     try:
         train_and_evaluate(config, workdir)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, ImportError) as err:
         sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":
+    __doc__ += "\n" + listing() + "\n"  # absl prints the module docstring for --help
     flags.mark_flags_as_required(["config"])
     app.run(main)

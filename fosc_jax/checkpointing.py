@@ -27,6 +27,9 @@ METRICS_FILE = "metrics.jsonl"
 RESUMABLE_FIELDS = ("num_epochs", "stop_after_epochs", "quiet", "log_every", "checkpoint_every",
                     "checkpoint_keep", "eval", "data.source", "data.data_dir")
 
+# Fields added to the config later: the value a config.json without them ran with.
+LEGACY_DEFAULTS = {"data.subset": "first"}
+
 
 def _atomic_write(path: str, text: str) -> None:
     folder = os.path.dirname(path) or "."
@@ -68,6 +71,10 @@ def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> No
     if os.path.exists(path):
         old = _flatten(json.loads(open(path).read()))
         new = _flatten(json.loads(text))
+        for field, value in LEGACY_DEFAULTS.items():  # fields added after the run started
+            old.setdefault(field, value)
+        if not old.get("data.train_limit") and not new.get("data.train_limit"):
+            old.pop("data.subset", None), new.pop("data.subset", None)  # no subset taken
         differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
                         and not any(k == f or k.startswith(f + ".") for f in RESUMABLE_FIELDS))
         if differ:

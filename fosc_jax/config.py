@@ -18,6 +18,7 @@ DTYPES = ("float32", "bfloat16")
 CURRICULUM_RULES = ("fixed", "plateau")
 FOSC_ORIGINS = ("clean", "start")
 AUGMENTS = ("none", "cifar")
+SUBSETS = ("random", "first")
 
 
 class ConfigError(ValueError):
@@ -37,7 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.name = "mnist"
     c.data.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
     c.data.augment = "none"       # "cifar": 4-pixel pad + random crop + flip, on device
-    c.data.train_limit = 0        # use only the first N training examples (0: all)
+    c.data.train_limit = 0        # train on N examples of the training split (0: all)
+    c.data.subset = "random"      # which N: "random" (seeded by config.seed) or "first"
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "mnist_cnn"
@@ -152,6 +154,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
     _one_of(config, "defense.curriculum_rule", CURRICULUM_RULES)
     _one_of(config, "defense.fosc_origin", FOSC_ORIGINS)
     _one_of(config, "data.augment", AUGMENTS)
+    _one_of(config, "data.subset", SUBSETS)
     if not config.attack.eps > 0:
         _fail("attack.eps", config.attack.eps, "must be > 0 (e.g. 0.3 for MNIST, 8/255 for CIFAR-10)")
     if config.attack.step_size is not None and not config.attack.step_size > 0:
@@ -162,9 +165,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
         _fail("num_epochs", config.num_epochs, "must be >= 1")
     if config.defense.c_max < 0:
         _fail("defense.c_max", config.defense.c_max, "must be >= 0")
-    if not 0 < config.defense.t_prime <= config.num_epochs:
+    if config.defense.name == "dynamic" and not 0 < config.defense.t_prime <= config.num_epochs:
         _fail("defense.t_prime", config.defense.t_prime,
-              f"must satisfy 0 < T' <= num_epochs ({config.num_epochs})")
+              f"must satisfy 0 < T' <= num_epochs ({config.num_epochs}); to shorten a run "
+              f"with its schedule scaled, use train.py --epochs=N")
     if config.defense.curriculum_max_k < 1:
         _fail("defense.curriculum_max_k", config.defense.curriculum_max_k, "must be >= 1")
     if config.defense.fgsm_epochs < 0:
@@ -181,20 +185,23 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
               f"use a multiple of {num_devices}")
     if config.eval.num_examples < 0:
         _fail("eval.num_examples", config.eval.num_examples, "must be >= 0")
-    if config.eval.batch_size < 1 or (num_devices and config.eval.batch_size % num_devices):
-        _fail("eval.batch_size", config.eval.batch_size,
-              f"must be >= 1 and divisible by the device count ({num_devices})")
+    if config.eval.batch_size < 1:  # any size: evaluation pads its batches to the devices
+        _fail("eval.batch_size", config.eval.batch_size, "must be >= 1")
     if int(config.log_every) < 1:
         _fail("log_every", config.log_every, "must be >= 1")
     if int(config.steps_per_call) < 1:
         _fail("steps_per_call", config.steps_per_call, "must be >= 1")
     if check_data:
-        _check_source(config.data.source)
+        _check_source(config.data.source, config.data.name, config.data.data_dir)
     return config
 
 
-def _check_source(source: str) -> None:
-    if source in ("tfds", "bundled"):
+def _check_source(source: str, name: str, data_dir: Optional[str]) -> None:
+    if source == "tfds":  # fail in a second, before anything is written or downloaded
+        from fosc_jax.data.tfds_source import require_prepared
+        require_prepared(name, data_dir)
+        return
+    if source == "bundled":
         return
     if not isinstance(source, str) or not source.startswith("files:"):
         _fail("data.source", source, "expected 'tfds', 'bundled' or 'files:DIR'")

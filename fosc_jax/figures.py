@@ -25,15 +25,22 @@ def _save(fig, path: str) -> str:
     return path
 
 
-def plot_fosc_bins(bins: Mapping, path: str, title: str = "") -> str:
-    """Figure 1a: accuracy (bars) and mean loss (line) of adversarial examples per FOSC bin."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def plot_fosc_bins(bins: Mapping, path: str, title: str = "", note: str = "") -> str:
+    """Figure 1a: accuracy (bars, the example count written above each) and mean loss (line)
+    of adversarial examples per FOSC bin; ``note`` (e.g. a widened range) is printed on it."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
     centers, width = bins["centers"], np.diff(bins["edges"])
     acc = np.nan_to_num(100.0 * bins["accuracy"], nan=0.0)
-    ax.bar(centers, acc, width=0.9 * width, color="tab:blue", alpha=0.6, label="accuracy")
+    bars = ax.bar(centers, acc, width=0.9 * width, color="tab:blue", alpha=0.6,
+                  label="accuracy")
+    ax.bar_label(bars, labels=[f"n={int(c)}" if c else "" for c in bins["count"]],
+                 fontsize=6, rotation=90, padding=2)
     ax.set_xlabel("FOSC of the PGD-10 adversarial example")
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 115)
+    if note:
+        ax.text(0.01, 0.99, note, transform=ax.transAxes, ha="left", va="top", fontsize=7,
+                wrap=True, bbox=dict(facecolor="lightyellow", edgecolor="grey", alpha=0.9))
     ax2 = ax.twinx()
     ax2.plot(centers, bins["mean_loss"], "o-", color="tab:red", label="mean loss")
     ax2.set_ylabel("mean cross-entropy loss")
@@ -63,12 +70,17 @@ def plot_fosc_traces(fosc_trace: np.ndarray, loss_trace: np.ndarray, path: str,
 
 def plot_densities(curves: Mapping[int, Mapping[str, tuple[np.ndarray, np.ndarray]]],
                    path: str, xlabel: str = "FOSC", title: str = "") -> str:
-    """Figures 3/5: one panel per epoch, a density curve per run: {epoch: {run: (x, p)}}."""
+    """Figures 3/5: one panel per (1-based) epoch, each with its own x range (the grid it is
+    given), the runs overlaid in the same colour in every panel: {epoch: {run: (x, p)}}."""
     epochs = sorted(curves)
+    runs = list(dict.fromkeys(r for e in epochs for r in curves[e]))
     fig, axes = plt.subplots(1, len(epochs), figsize=(4.5 * len(epochs), 3.8), squeeze=False)
     for ax, epoch in zip(axes[0], epochs):
         for run, (grid, density) in curves[epoch].items():
-            ax.plot(grid, density, label=run)
+            ax.plot(grid, density, label=run, color=f"C{runs.index(run) % 10}")
+            ax.fill_between(grid, density, alpha=0.15, color=f"C{runs.index(run) % 10}")
+            ax.set_xlim(float(grid[0]), float(grid[-1]))
+        ax.set_ylim(bottom=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
         ax.set_title(f"epoch {epoch}")
@@ -78,22 +90,36 @@ def plot_densities(curves: Mapping[int, Mapping[str, tuple[np.ndarray, np.ndarra
     return _save(fig, path)
 
 
-def _eps_label(eps: float) -> str:
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-3 and k <= 64 else f"{eps:.3g}"
+def eps_labels(values: Sequence[float]) -> list[str]:
+    """Tick labels in one style: k/255 when every value is a multiple of 1/255 (up to 64),
+    else decimals for all."""
+    ks = [v * 255 for v in values]
+    if all(abs(k - round(k)) < 1e-3 and 0 < k <= 64 for k in ks):
+        return [f"{round(k)}/255" for k in ks]
+    return [f"{v:.3g}" for v in values]
 
 
-def plot_eps_sweep(sweeps: Mapping[str, Sequence[tuple[float, float]]], path: str) -> str:
-    """Figure 4a: PGD-10 accuracy against the test eps, one line per run."""
+def plot_eps_sweep(sweeps: Mapping[str, Sequence[tuple[float, float]]], path: str,
+                   train_eps: Mapping[str, float] | None = None) -> str:
+    """Figure 4a: PGD-10 accuracy against the test eps, one line per run; a dotted vertical
+    line in the run's colour marks its training eps (``train_eps``: {run: eps})."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ticks: set = set()
-    for run, points in sweeps.items():
+    for j, (run, points) in enumerate(sweeps.items()):
         pts = sorted(points)
-        ax.plot([p[0] for p in pts], [100.0 * p[1] for p in pts], "o-", label=run)
+        ax.plot([p[0] for p in pts], [100.0 * p[1] for p in pts], "o-", label=run,
+                color=f"C{j % 10}")
         ticks.update(p[0] for p in pts)
+        if train_eps and run in train_eps:
+            ax.axvline(train_eps[run], color=f"C{j % 10}", ls=":", lw=1.5,
+                       label=f"{run}: training eps {eps_labels([train_eps[run]])[0]}")
     ticks_sorted = sorted(ticks)
     if len(ticks_sorted) <= 10:
-        ax.set_xticks(ticks_sorted, [_eps_label(t) for t in ticks_sorted])
+        ax.set_xticks(ticks_sorted, eps_labels(ticks_sorted))
+    else:
+        ax.set_xticks(ticks_sorted[::-(-len(ticks_sorted) // 8)],
+                      eps_labels(ticks_sorted[::-(-len(ticks_sorted) // 8)]))
+    ax.minorticks_off()
     ax.set_xlabel("test eps")
     ax.set_ylabel("PGD-10 accuracy (%)")
     ax.set_ylim(bottom=0)
@@ -132,7 +158,7 @@ def plot_training_curves(metrics: Mapping[str, Sequence[Mapping]], path: str) ->
                         label=label)
                 drawn = True
         ax.set_title(title)
-        ax.set_xlabel("epoch (0-based)")
+        ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         if drawn:
             ax.legend(fontsize="x-small")
@@ -144,5 +170,5 @@ def plot_training_curves(metrics: Mapping[str, Sequence[Mapping]], path: str) ->
     return _save(fig, path)
 
 
-__all__ = ["plot_fosc_bins", "plot_fosc_traces", "plot_densities", "plot_eps_sweep",
+__all__ = ["eps_labels", "plot_fosc_bins", "plot_fosc_traces", "plot_densities", "plot_eps_sweep",
            "plot_training_curves", "CURVE_PANELS"]

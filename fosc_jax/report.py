@@ -1,4 +1,4 @@
-"""Figures from saved runs: ``python -m fosc_jax.report RUN [RUN ...] --out DIR``.
+"""Figures from saved runs: ``python -m fosc_jax.report --workdir RUN [RUN ...] [--out DIR]``.
 
 Draws, when the data exists (PNG, matplotlib Agg), and writes DIR/index.md with a caption per
 figure:
@@ -6,10 +6,15 @@ figure:
 - fig1a_RUN.png / fig1b_RUN.png (Figure 1): PGD-10 test adversarial examples in 20 FOSC bins
   over [0, 0.1] (accuracy, mean loss), and FOSC / loss against the PGD step for 20 random
   examples. Needs the run's checkpoint and test data; the attack runs here.
-- fosc_density.png (Figures 3/5): Gaussian KDE of the training adversarial examples' FOSC
-  (RUN/fosc/epoch_XXXX.npz, 0-based epochs) at chosen epochs, runs overlaid.
+- fosc_density.png (Figures 3/5): Gaussian KDE, reflected at 0 (FOSC >= 0), of the training
+  adversarial examples' FOSC (RUN/fosc/epoch_XXXX.npz) at chosen epochs: a panel per epoch,
+  each with its own tight x range, runs overlaid on its common axes.
 - eps_sweep.png (Figure 4a): PGD-10 accuracy against test eps (RUN/eval/results.json,
-  written by ``evaluate.py --eps-sweep``).
+  written by ``evaluate.py --eps-sweep``), each run's training eps marked.
+
+Epochs are numbered from 1, as train.py prints them (runs from older 0-based versions are
+renumbered on reading). DIR defaults to RUN/report (one run) or a report_A_B folder beside
+the first run.
 - training_curves.png: c_t, attack steps, FOSC, clean / adversarial accuracy and loss per
   epoch (RUN/metrics.jsonl).
 """
@@ -23,7 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from fosc_jax import figures
+from fosc_jax import figures, legacy
 
 FOSC_FILE = re.compile(r"^epoch_(\d{4,})\.npz$")
 
@@ -31,31 +36,25 @@ FOSC_FILE = re.compile(r"^epoch_(\d{4,})\.npz$")
 # ----------------------------------------------------------------------------- numerics
 
 
-def gaussian_kde(samples: Any, grid: Any, bandwidth: Optional[float] = None) -> np.ndarray:
-    """Gaussian kernel density of 1-D ``samples`` evaluated at ``grid``.
+def reflected_kde(samples: Any, grid: Any) -> np.ndarray:
+    """Density of non-negative 1-D ``samples`` (FOSC) at ``grid``: scipy's Gaussian KDE
+    (Scott's bandwidth) reflected at 0, so no mass leaks below 0 and the density at 0 is not
+    halved; 0 for grid points below 0. Non-finite samples are dropped, negatives (float
+    round-off) clipped to 0; identical samples get a bandwidth of 1e-3 of their scale."""
+    from scipy import stats
 
-    ``bandwidth`` is the kernel's standard deviation; by default Scott's rule
-    n^(-1/5) * std(samples, ddof=1), as in ``scipy.stats.gaussian_kde``. Non-finite samples
-    are dropped; a sample with zero spread gets a small positive bandwidth.
-    """
     x = np.asarray(samples, np.float64).ravel()
-    x = x[np.isfinite(x)]
+    x = np.clip(x[np.isfinite(x)], 0.0, None)
     grid = np.asarray(grid, np.float64)
     if x.size == 0:
-        raise ValueError("gaussian_kde needs at least one finite sample.")
-    if bandwidth is None:
-        std = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
-        bandwidth = x.size ** (-0.2) * std
-        if not bandwidth > 0:
-            bandwidth = 1e-3 * max(1.0, float(np.abs(x).max()))
-    if not bandwidth > 0:
-        raise ValueError(f"bandwidth must be > 0, got {bandwidth}.")
-    flat = grid.ravel()
-    total = np.zeros(flat.shape, np.float64)
-    for start in range(0, x.size, 4096):  # bounded memory: chunks of samples
-        d = (flat[:, None] - x[None, start:start + 4096]) / bandwidth
-        total += np.exp(-0.5 * d * d).sum(axis=1)
-    return (total / (x.size * bandwidth * np.sqrt(2.0 * np.pi))).reshape(grid.shape)
+        raise ValueError("reflected_kde needs at least one finite sample.")
+    if x.size > 1 and np.ptp(x) > 0:
+        kde = stats.gaussian_kde(x)
+    else:  # scipy cannot estimate a bandwidth from one value
+        h = 1e-3 * max(1.0, float(x.max()))
+        kde = stats.gaussian_kde(np.array([x[0] - h, x[0] + h]), bw_method=1.0)
+    density = kde(grid) + kde(-grid)
+    return np.where(grid >= 0, density, 0.0)
 
 
 def fosc_bins(fosc: Any, correct: Any, loss: Any, num_bins: int = 20, lo: float = 0.0,
@@ -94,22 +93,26 @@ def _check_run(run: str) -> str:
 
 
 def read_metrics(run: str) -> list[dict]:
-    """Rows of RUN/metrics.jsonl ([] if absent); a bad line raises ValueError naming it."""
+    """Rows of RUN/metrics.jsonl ([] if absent), epochs 1-based; a bad line raises
+    ValueError naming it."""
     from fosc_jax.checkpointing import read_metrics as read_rows
-    return read_rows(_check_run(run))
+    return legacy.shift(read_rows(_check_run(run)))
 
 
 def fosc_epochs(run: str) -> list[int]:
-    """The epochs (0-based) with a RUN/fosc/epoch_XXXX.npz sample."""
+    """The epochs (1-based) with a RUN/fosc/epoch_XXXX.npz sample."""
     folder = os.path.join(_check_run(run), "fosc")
     if not os.path.isdir(folder):
         return []
-    return sorted(int(m.group(1)) for f in os.listdir(folder) if (m := FOSC_FILE.match(f)))
+    offset = int(legacy.fosc_zero_based(run))
+    return sorted(int(m.group(1)) + offset for f in os.listdir(folder)
+                  if (m := FOSC_FILE.match(f)))
 
 
 def load_fosc_sample(run: str, epoch: int) -> dict[str, np.ndarray]:
-    """fosc (float32), loss (float32) and num_steps (int32) of one epoch's sample."""
-    path = os.path.join(run, "fosc", f"epoch_{epoch:04d}.npz")
+    """fosc (float32), loss (float32) and num_steps (int32) of one (1-based) epoch's sample."""
+    offset = int(legacy.fosc_zero_based(run))
+    path = os.path.join(run, "fosc", f"epoch_{epoch - offset:04d}.npz")
     if not os.path.exists(path):
         raise ValueError(f"no FOSC sample for epoch {epoch}: {path} is missing.")
     with np.load(path, allow_pickle=False) as data:
@@ -132,6 +135,25 @@ def read_eps_sweep(run: str) -> list[tuple[float, float]]:
         if "pgd10" in (rec.get("white_box") or {}) and points:
             points.setdefault(float(rec["eps"]), float(rec["white_box"]["pgd10"]["accuracy"]))
     return sorted(points.items())
+
+
+def training_eps(run: str) -> Optional[float]:
+    """The run's training eps (RUN/config.json attack.eps), or None without a config."""
+    import json
+    path = os.path.join(run, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return float(json.load(f)["attack"]["eps"])
+
+
+def default_out(runs: Sequence[str]) -> str:
+    """RUN/report for one run; for several, report_A_B beside the first run."""
+    if len(runs) == 1:
+        return os.path.join(runs[0], "report")
+    parent = os.path.dirname(os.path.normpath(runs[0]))
+    return os.path.join(parent, "report_" + "_".join(
+        os.path.basename(os.path.normpath(r)) for r in runs))
 
 
 def run_names(runs: Sequence[str]) -> list[str]:
@@ -216,14 +238,16 @@ def _figure1(run: str, name: str, out: str, num_examples: Optional[int], seed: i
                     f"widened to the 99th percentile {hi:.3g})")
             bins = fosc_bins(data["fosc"], data["correct"], data["loss"], hi=hi)
     a = figures.plot_fosc_bins(bins, os.path.join(out, f"fig1a_{name}.png"),
-                               title=f"{name}: PGD-10 test examples (eps={eps:.4g})")
+                               title=f"{name}: PGD-10 test examples (eps={eps:.4g})",
+                               note=note.strip(" ()"))
     tr = fosc_trace_data(clf, x, y, eps=eps, seed=seed)
     b = figures.plot_fosc_traces(tr["fosc_trace"], tr["loss_trace"],
                                  os.path.join(out, f"fig1b_{name}.png"), title=name)
     hi = bins["edges"][-1]
     return [(a, f"Figure 1a ({name}): {len(y)} PGD-10 test examples (eps={eps:.4g}, epoch "
-                f"{clf.epoch}) in 20 FOSC bins over [0, {hi:.3g}]{note}: accuracy (bars) and "
-                f"mean loss (line); {bins['outside']} examples fall outside the range."),
+                f"{clf.epoch}) in 20 FOSC bins over [0, {hi:.3g}]{note}: accuracy (bars, the "
+                f"count of examples above each) and mean loss (line); {bins['outside']} "
+                f"examples fall outside the range."),
             (b, f"Figure 1b ({name}): FOSC and loss against the PGD step for "
                 f"{len(tr['indices'])} random test examples.")]
 
@@ -263,23 +287,32 @@ def make_report(runs: Sequence[str], out: str, *, epochs: Optional[Sequence[int]
         fosc = {(name, e): load_fosc_sample(run, e)["fosc"] for run, name in zip(runs, names)
                 for e in chosen if e in samples[name]}
         fosc = {k: v[np.isfinite(v)] for k, v in fosc.items() if np.isfinite(v).any()}
-        values = np.concatenate(list(fosc.values()) + [np.zeros(1)])
-        lo, hi = min(0.0, float(values.min())), float(np.percentile(values, 99.5))
-        grid = np.linspace(lo, max(hi, lo + 1e-3), 400)
-        curves = {e: {name: (grid, gaussian_kde(fosc[(name, e)], grid)) for name in names
-                      if (name, e) in fosc} for e in chosen}
+        curves = {}
+        for e in chosen:
+            here = [fosc[(name, e)] for name in names if (name, e) in fosc]
+            if not here:
+                continue
+            hi = float(np.percentile(np.concatenate(here), 99))  # a tight range per epoch
+            grid = np.linspace(0.0, max(1.05 * hi, 1e-6), 400)
+            curves[e] = {name: (grid, reflected_kde(fosc[(name, e)], grid)) for name in names
+                         if (name, e) in fosc}
         path = figures.plot_densities(curves, os.path.join(out, "fosc_density.png"),
                                       title="FOSC of training adversarial examples")
-        made[path] = (f"Figures 3/5: Gaussian KDE (Scott bandwidth) of the FOSC of training "
-                      f"adversarial examples at epochs {chosen} (0-based), runs overlaid.")
+        made[path] = (f"Figures 3/5: density of the FOSC of training adversarial examples at "
+                      f"epochs {sorted(curves)} (Gaussian KDE, Scott bandwidth, reflected at 0 "
+                      f"since FOSC >= 0), runs overlaid; each panel spans 0 to the epoch's "
+                      f"99th percentile.")
     else:
         skipped.append("FOSC densities: no RUN/fosc/epoch_XXXX.npz files.")
 
     sweeps = {name: read_eps_sweep(run) for run, name in zip(runs, names)}
     sweeps = {k: v for k, v in sweeps.items() if v}
     if sweeps:
-        path = figures.plot_eps_sweep(sweeps, os.path.join(out, "eps_sweep.png"))
-        made[path] = "Figure 4a: PGD-10 accuracy against the test eps (evaluate.py --eps-sweep)."
+        train_eps = {name: eps for run, name in zip(runs, names)
+                     if name in sweeps and (eps := training_eps(run)) is not None}
+        path = figures.plot_eps_sweep(sweeps, os.path.join(out, "eps_sweep.png"), train_eps)
+        made[path] = ("Figure 4a: PGD-10 accuracy against the test eps (evaluate.py "
+                      "--eps-sweep); dotted vertical lines mark each run's training eps.")
     else:
         skipped.append("eps sweep: no RUN/eval/results.json with an eps sweep "
                        "(python evaluate.py --workdir RUN --eps-sweep 2/255,4/255,6/255,8/255).")
@@ -320,12 +353,18 @@ def _int_list(text: str) -> list[int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
+    from fosc_jax.cli_help import listing
     p = argparse.ArgumentParser(prog="python -m fosc_jax.report",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories")
-    p.add_argument("--out", required=True, help="output folder for PNGs and index.md")
+                                description=__doc__.split("\n")[0], epilog=listing(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", nargs="+", default=[], help="run directories (as train.py "
+                   "and evaluate.py take them)")
+    p.add_argument("runs", nargs="*", help="run directories (same as --workdir)")
+    p.add_argument("--out", default=None, help="output folder for PNGs and index.md "
+                   "(default: RUN/report, or report_A_B beside the first run)")
     p.add_argument("--epochs", type=_int_list, default=None,
-                   help="0-based epochs for the FOSC densities (default: 3 evenly spaced)")
+                   help="epochs (1-based, as train.py prints them) for the FOSC densities "
+                        "(default: 3 evenly spaced)")
     p.add_argument("--num-examples", type=int, default=None,
                    help="test subset for Figure 1 (default: full test set)")
     p.add_argument("--no-attack", action="store_true",
@@ -335,10 +374,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    made = make_report(args.runs, args.out, epochs=args.epochs,
+    runs = list(args.workdir) + list(args.runs)
+    if not runs:
+        p.error("give the run directories with --workdir RUN [RUN ...]")
+    out = args.out or default_out(runs)
+    made = make_report(runs, out, epochs=args.epochs,
                        attack_figures=not args.no_attack, num_examples=args.num_examples,
                        seed=args.seed, progress=not args.quiet, fosc_max=args.fosc_max)
-    print(f"wrote {len(made)} figures and {os.path.join(args.out, 'index.md')}")
+    print(f"wrote {len(made)} figures and {os.path.join(out, 'index.md')}")
     return made
 
 

@@ -23,11 +23,12 @@ import numpy as np
 import optax
 from jax import Array
 
-from fosc_jax import checkpointing, defenses, parallel, schedules
+from fosc_jax import checkpointing, defenses, legacy, parallel, schedules, tensorboard
 from fosc_jax.attacks import AttackResult, PGDLoop
 from fosc_jax.classifier import Classifier
 from fosc_jax.config import validate_config
 from fosc_jax.data import Dataset, epoch_permutation, get_augment, load_dataset, to_float
+from fosc_jax.data import subset
 from fosc_jax.defenses import AttackSettings
 from fosc_jax.evaluation.api import subset_indices
 from fosc_jax.losses import cross_entropy
@@ -333,12 +334,16 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
-    """The configured data set, truncated to ``data.train_limit`` examples if set."""
+    """The configured data set; with ``data.train_limit`` N, N training examples chosen by
+    ``data.subset`` ("random": seeded by ``config.seed``; "first"). Warns when the training
+    set lacks a class."""
     source, name = config.data.source, config.data.name
     ds = load_dataset(source, name, data_dir=config.data.data_dir)
     if config.data.train_limit:
-        limit = int(config.data.train_limit)
-        ds = dataclasses.replace(ds, x_train=ds.x_train[:limit], y_train=ds.y_train[:limit])
+        idx = subset.subset_indices(len(ds.y_train), int(config.data.train_limit),
+                                    config.data.get("subset", "random"), int(config.seed))
+        ds = dataclasses.replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx])
+    subset.warn_missing_classes(ds.y_train, ds.num_classes)
     return ds
 
 
@@ -370,7 +375,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        dataset: Optional[Dataset] = None, mesh=None,
                        should_stop: Optional[Callable[[int], bool]] = None) -> dict:
     """Train ``config`` in ``workdir``, resuming from its latest checkpoint; returns the last
-    finished epoch's metrics. Writes metrics.jsonl, fosc/epoch_XXXX.npz, config.json and
+    finished epoch's metrics. Writes metrics.jsonl (epochs 1-based, as the console prints
+    them), fosc/epoch_XXXX.npz (the same numbering), TensorBoard events, config.json and
     checkpoints/ (Orbax, one per ``checkpoint_every`` epochs, named by global step).
 
     ``dataset`` replaces the configured source (tests, notebooks); ``mesh`` defaults to all
@@ -395,7 +401,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state = trainer.init_state(jax.random.PRNGKey(config.seed))
     start_epoch = int(state.epoch)
     skip = int(state.step) - start_epoch * steps_per_epoch  # > 0: preempted mid-epoch
-    checkpointing.truncate_metrics(workdir, start_epoch)
+    legacy.migrate_run(workdir)  # 0-based epochs of older versions -> 1-based
+    checkpointing.truncate_metrics(workdir, start_epoch + 1)  # rows are 1-based
     if int(state.step):
         print(f"resumed {workdir} at epoch {start_epoch + 1}, step {int(state.step)}", flush=True)
     flag = PreemptionFlag(install=should_stop is None)
@@ -420,7 +427,7 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
                 else np.arange(0))  # the same seeded subset every epoch
     x_eval, y_eval = ds.x_test[test_idx], ds.y_test[test_idx].astype(np.int32)
     chunk = max(1, min(int(config.log_every), steps_per_epoch))
-    last = {}
+    last, events = {}, None
     end_epoch = config.num_epochs
     if config.stop_after_epochs:
         end_epoch = min(end_epoch, start_epoch + int(config.stop_after_epochs))
@@ -459,16 +466,19 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
             mesh=mesh)
         state = _update_curriculum(config, state, classifier, x_eval, y_eval, mesh)
         fosc_all = np.concatenate(epoch_log.fosc)
-        row = {"epoch": epoch, "lr": schedules.lr_at_epoch(
+        row = {"epoch": epoch + 1, "lr": schedules.lr_at_epoch(
                    config.optim.lr, config.optim.lr_drop_epochs, config.optim.lr_drop_factor, epoch),
                **defenses.describe(config, epoch, curriculum_k), **epoch_log.means(),
                **_fosc_summary(fosc_all), "test_clean_acc": clean_acc, "test_pgd10_acc": pgd_acc,
                "images_per_sec": epoch_log.steps * trainer.batch_size / seconds,
                "seconds": seconds, "resumed_mid_epoch": first > 0}
-        checkpointing.save_fosc_sample(workdir, epoch, fosc_all, np.concatenate(epoch_log.adv_loss),
-                                       np.concatenate(epoch_log.num_steps),
+        steps_all = np.concatenate(epoch_log.num_steps)
+        checkpointing.save_fosc_sample(workdir, epoch + 1, fosc_all,
+                                       np.concatenate(epoch_log.adv_loss), steps_all,
                                        int(config.fosc_sample_size), config.seed)
         checkpointing.append_metrics(workdir, row)
+        events = events or tensorboard.EventWriter(workdir)
+        tensorboard.write_epoch(events, row, fosc_all, steps_all)
         if ((epoch + 1) % int(config.checkpoint_every) == 0 or epoch + 1 == end_epoch
                 or should_stop(int(state.step))):
             checkpointing.save(manager, int(state.step), state)
@@ -510,7 +520,7 @@ def _fmt(v, spec=".4f"):
 def _summary_line(row: dict) -> str:
     sched = (f"c_t {_fmt(row['c_t'], '.3f')}" if row.get("c_t") is not None else
              f"k {row['curriculum_k']}" if row.get("curriculum_k") is not None else "")
-    return (f"epoch {row['epoch'] + 1}: loss {row['train_loss']:.4f} "
+    return (f"epoch {row['epoch']}: loss {row['train_loss']:.4f} "
             f"adv_acc {row['train_adv_acc']:.4f} clean_acc {row['train_clean_acc']:.4f} "
             f"{sched} steps {row['attack_steps_mean']:.2f} fosc_mean {_fmt(row['fosc_mean'])} | "
             f"test clean {row['test_clean_acc']:.4f} pgd10 {row['test_pgd10_acc']:.4f} | "

@@ -7,6 +7,7 @@ import os
 import struct
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import jax
@@ -26,6 +27,7 @@ from fosc_jax.data import (
     to_float,
 )
 from fosc_jax.data.idx import parse_idx
+from fosc_jax.data.tfds_source import DataNotPrepared
 
 MNIST_ENV = "FOSC_JAX_MNIST_DIR"
 MNIST_FIRST_TRAIN = [5, 0, 4, 1, 9]
@@ -318,15 +320,20 @@ def test_tfds_mock_without_tensorflow(name, shape):
     assert ds.y_test.tolist() == ref_y
 
 
-def test_tfds_without_tensorflow_explains_the_fix(monkeypatch):
-    def data_source(*args, **kwargs):
-        raise FileNotFoundError("mnist not prepared")
+def test_tfds_without_tensorflow_explains_the_fix(monkeypatch, tmp_path):
+    def data_source(*args, **kwargs):  # prepared as TFRecord: only tfds.load (TF) reads it
+        raise NotImplementedError("Random access data source for FileFormat.TFRECORD")
 
     def load(*args, **kwargs):
         raise ModuleNotFoundError("No module named 'tensorflow'")
 
     fake = types.SimpleNamespace(data_source=data_source, load=load, as_numpy=lambda d: d)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataNotPrepared, match=r"mnist is not prepared in .*files:DIR.*bundled"):
+        load_dataset("tfds", "mnist")  # nothing on disk: never reaches tfds.load (download)
+    (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)
+    (tmp_path / "mnist" / "3.0.1" / "dataset_info.json").write_text("{}")
     with pytest.raises(RuntimeError,
                        match=r"pip install tensorflow-datasets tensorflow.*files:DIR"):
         load_dataset("tfds", "mnist")
@@ -403,3 +410,59 @@ def test_get_augment():
     assert augment_none(jax.random.key(0), x) is x
     with pytest.raises(ValueError, match="none, cifar"):
         get_augment("mixup")
+
+
+# ---- training subsets (data.train_limit) -------------------------------------------------------
+def _class_sorted_npz(tmp_path):
+    """CIFAR-10's .npz as often shipped: sorted by class, so the first N are all class 0."""
+    y = np.repeat(np.arange(10), 30).astype(np.int64)
+    x = np.random.default_rng(0).integers(0, 256, (300, 28, 28, 1), dtype=np.uint8)
+    path = tmp_path / "sorted.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
+    return f"files:{path}"
+
+
+def test_train_limit_takes_a_seeded_random_subset(tmp_path):
+    from fosc_jax.config import base_config
+    from fosc_jax.training import load_training_data
+
+    c = base_config()
+    c.data.source, c.data.train_limit = _class_sorted_npz(tmp_path), 50
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # all classes present: no warning
+        ds = load_training_data(c)
+    assert len(ds.y_train) == 50 and set(ds.y_train.tolist()) == set(range(10))
+    again = load_training_data(c)
+    np.testing.assert_array_equal(ds.x_train, again.x_train)  # seeded by config.seed
+    c.seed = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 50 of 300 at random may miss a class; warned then
+        assert not np.array_equal(load_training_data(c).x_train, ds.x_train)
+    c.data.subset = "first"  # the older behaviour, for runs that started with it
+    with pytest.warns(UserWarning, match=r"holds 2 of 10 classes \(missing \[2, 3, 4, 5, 6, 7, 8, 9\]\)"):
+        first = load_training_data(c)
+    assert first.y_train.tolist() == [0] * 30 + [1] * 20
+
+
+def test_subset_field_and_old_run_directories(tmp_path):
+    import json
+
+    from fosc_jax import checkpointing
+    from fosc_jax.config import ConfigError, base_config
+
+    old = base_config()
+    old.data.train_limit = 100
+    del old.data["subset"]  # a config.json written before data.subset existed
+    (tmp_path / "config.json").write_text(old.to_json())
+    new = base_config()
+    new.data.train_limit = 100
+    with pytest.raises(ConfigError, match=r"data.subset: 'first' -> 'random'"):
+        checkpointing.check_or_write_config(str(tmp_path), new)
+    new.data.subset = "first"
+    checkpointing.check_or_write_config(str(tmp_path), new)  # the run resumes as it started
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["subset"] == "first"
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    old.data.train_limit = 0
+    (whole / "config.json").write_text(old.to_json())
+    checkpointing.check_or_write_config(str(whole), base_config())  # no subset: no difference

@@ -1,12 +1,19 @@
-"""notebooks/quickstart.ipynb runs end to end (a shortened run of the quickstart config).
+"""The notebooks run end to end: quickstart.ipynb (a shortened quickstart) and
+cifar_dynamic.ipynb (shortened, on a random CIFAR-shaped stand-in for tfds' CIFAR-10), and
+their install cell neither trusts a folder named fosc_jax nor replaces the runtime's jax.
 
 The kernel is started from a kernelspec written into tmp_path by ipykernel for *this*
 interpreter (argv[0] = sys.executable), so the notebook runs in the test's environment
 whatever kernels the user has installed; nothing is installed into ~/.local/share/jupyter.
 """
+import importlib.metadata
 import json
 import os
+import subprocess
 import sys
+import sysconfig
+
+import numpy as np
 
 import pytest
 
@@ -19,9 +26,10 @@ from jupyter_client.manager import KernelManager  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "quickstart.ipynb")
+CIFAR_NOTEBOOK = os.path.join(ROOT, "notebooks", "cifar_dynamic.ipynb")
 
-OVERRIDES = {"num_epochs": 1, "defense.t_prime": 1, "data.train_limit": 128,
-             "batch_size": 32, "eval.num_examples": 32, "eval.batch_size": 32, "quiet": True}
+OVERRIDES = {"data.train_limit": 128, "batch_size": 32, "eval.num_examples": 32,
+             "eval.batch_size": 32, "quiet": True}
 
 
 def _kernel_manager(tmp_path) -> KernelManager:
@@ -34,8 +42,9 @@ def _kernel_manager(tmp_path) -> KernelManager:
     return km
 
 
-def test_notebook_is_clean():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+@pytest.mark.parametrize("path", [NOTEBOOK, CIFAR_NOTEBOOK], ids=os.path.basename)
+def test_notebook_is_clean(path):
+    nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata.kernelspec.name == "python3"
     for c in nb.cells:
@@ -48,7 +57,8 @@ def test_quickstart_notebook_runs(tmp_path):
     workdir = tmp_path / "run"
     env = dict(os.environ)
     env.update(XLA_FLAGS="", JAX_PLATFORMS=env.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg",
-               FOSC_JAX_NOTEBOOK_OVERRIDES=json.dumps(OVERRIDES),
+               PYTHONPATH=ROOT,  # this checkout's code, whichever copy is installed
+               FOSC_JAX_NOTEBOOK_OVERRIDES=json.dumps(OVERRIDES), FOSC_JAX_NOTEBOOK_EPOCHS="1",
                FOSC_JAX_NOTEBOOK_WORKDIR=str(workdir), FOSC_JAX_NOTEBOOK_EVAL_EXAMPLES="32")
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         env["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
@@ -67,7 +77,78 @@ def test_quickstart_notebook_runs(tmp_path):
     assert (workdir / "eval" / "results.md").is_file()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs if o.output_type == "stream")
-    assert "FOSC PGD-20" in text and "overrides:" in text
+    assert "FOSC PGD-20" in text and "overrides:" in text and "T' 1" in text
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
     assert images, "no figure displayed"
+
+
+def _execute(path, tmp_path, env_extra):
+    env = dict(os.environ)
+    env.update(XLA_FLAGS="", JAX_PLATFORMS=env.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg",
+               PYTHONPATH=ROOT, **env_extra)
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, km=_kernel_manager(tmp_path), kernel_name="python3", timeout=600,
+        resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}})
+    client.execute(env=env)
+    return nb
+
+
+@pytest.mark.slow
+def test_cifar_notebook_runs_on_a_stand_in(tmp_path):
+    """CI has no CIFAR-10: 64 random 32x32x3 images stand in (their numbers mean nothing)."""
+    rng = np.random.default_rng(0)
+    stand_in = tmp_path / "cifar_stand_in.npz"
+    np.savez(stand_in, x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(64) % 10, x_test=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(16) % 10)
+    overrides = {"data.source": f"files:{stand_in}", "batch_size": 32, "eval.num_examples": 16,
+                 "attack.num_steps": 2, "quiet": True, "fosc_sample_size": 64}
+    workdir = tmp_path / "run"
+    nb = _execute(CIFAR_NOTEBOOK, tmp_path, dict(
+        FOSC_JAX_NOTEBOOK_OVERRIDES=json.dumps(overrides), FOSC_JAX_NOTEBOOK_EPOCHS="1",
+        FOSC_JAX_NOTEBOOK_WORKDIR=str(workdir), FOSC_JAX_NOTEBOOK_EVAL_EXAMPLES="16",
+        FOSC_JAX_NOTEBOOK_ATTACKS="pgd10"))
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs if o.output_type == "stream")
+    assert "schedule scaled to 1 epochs" in text and "cifar_cnn" in text
+    with open(workdir / "config.json") as f:
+        config = json.load(f)
+    assert (config["model"]["name"], config["defense"]["name"], config["data"]["name"]) == (
+        "cifar_cnn", "dynamic", "cifar10")
+    assert (workdir / "eval" / "results.md").is_file()
+    assert (workdir / "report" / "fosc_density.png").is_file()
+
+
+def test_install_cell_ignores_a_fosc_jax_folder_and_keeps_jax(tmp_path):
+    """The install cell in a fresh runtime where fosc_jax is not installed and an old clone
+    sits in ./fosc_jax: it must pip-install the checkout, pinning the runtime's jax."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "REPO_URL" in c.source)
+    (tmp_path / "fosc_jax" / "configs").mkdir(parents=True)  # the namespace-package trap
+    (tmp_path / "fosc_jax_repo").symlink_to(ROOT)  # the clone the cell would have made
+    purelib = sysconfig.get_paths()["purelib"]
+    program = "\n".join([
+        "import subprocess, sys",
+        f"sys.path.append({purelib!r})  # site-packages without its .pth files: no fosc_jax",
+        "calls = []",
+        "def fake_run(cmd, check=False):",
+        "    calls.append(cmd)",
+        "    if '-c' in cmd: calls.append(open(cmd[cmd.index('-c') + 1]).read())",
+        "subprocess.run = fake_run",
+        cell,
+        "import json; print('RESULT', json.dumps([fosc_jax.__file__, calls]))",
+    ])
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-S", "-c", program], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    file, calls = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert os.path.realpath(file) == os.path.join(os.path.realpath(ROOT), "fosc_jax", "__init__.py")
+    pip, pins = calls
+    assert pip[1:6] == ["-m", "pip", "install", "-q", "-e"]
+    assert os.path.realpath(pip[6]) == os.path.realpath(ROOT)
+    assert pins.split() == [f"jax=={importlib.metadata.version('jax')}",
+                            f"jaxlib=={importlib.metadata.version('jaxlib')}"]

@@ -31,23 +31,26 @@ def assert_nontrivial_png(path: str) -> None:
 # ------------------------------------------------------------------ numerics
 
 
-def test_gaussian_kde_matches_scipy():
-    stats = pytest.importorskip("scipy.stats")
-    x = np.random.default_rng(0).gamma(2.0, 0.02, size=500)
-    grid = np.linspace(-0.05, 0.3, 101)
-    np.testing.assert_allclose(report.gaussian_kde(x, grid), stats.gaussian_kde(x)(grid),
-                               rtol=1e-10, atol=1e-12)
+def test_reflected_kde_is_the_brute_force_reflected_sum():
+    """Independent formula: (1/nh) sum_i [phi((g-x_i)/h) + phi((g+x_i)/h)] with Scott's h."""
+    x = np.random.default_rng(0).gamma(1.5, 0.02, size=300)
+    h = np.std(x, ddof=1) * x.size ** (-0.2)
+    grid = np.linspace(-0.05, 0.3, 141)
+    phi = lambda d: np.exp(-0.5 * d ** 2) / np.sqrt(2 * np.pi)  # noqa: E731
+    want = np.array([(phi((g - x) / h) + phi((g + x) / h)).sum() / (x.size * h) for g in grid])
+    want[grid < 0] = 0.0
+    np.testing.assert_allclose(report.reflected_kde(x, grid), want, rtol=1e-9, atol=1e-12)
 
 
-def test_gaussian_kde_by_hand():
-    h = 0.5
-    phi = lambda d: np.exp(-0.5 * (d / h) ** 2) / (h * np.sqrt(2 * np.pi))  # noqa: E731
-    got = report.gaussian_kde([0.0, 1.0, np.nan], [0.0, 0.5, 2.0], bandwidth=h)
-    np.testing.assert_allclose(got, [(phi(0) + phi(1)) / 2, phi(0.5), (phi(2) + phi(1)) / 2])
-    grid = np.linspace(-1, 1, 2001)
-    assert np.trapezoid(report.gaussian_kde([0.2] * 5, grid), grid) == pytest.approx(1, abs=1e-3)
+def test_reflected_kde_keeps_its_mass_on_fosc_ge_0():
+    x = np.concatenate([np.zeros(50), np.random.default_rng(1).exponential(0.01, 200)])
+    grid = np.linspace(0, 1, 20001)
+    dens = report.reflected_kde(x, grid)
+    assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=2e-3)  # all mass at >= 0
+    assert report.reflected_kde(x, [-0.01])[0] == 0.0
+    assert np.trapezoid(report.reflected_kde([0.2] * 5, grid), grid) == pytest.approx(1, abs=1e-3)
     with pytest.raises(ValueError):
-        report.gaussian_kde([np.nan], grid)
+        report.reflected_kde([np.nan], grid)
 
 
 def test_fosc_bins_match_bruteforce_loop():
@@ -93,21 +96,23 @@ def test_pick_epochs_and_names():
 # ------------------------------------------------------------------ fake runs
 
 
-def _fake_run(root, name: str, defense: str, epochs: int = 6, sweep: bool = False) -> str:
+def _fake_run(root, name: str, defense: str, epochs: int = 6, sweep: bool = False,
+              first: int = 1) -> str:
+    """A run folder as training writes it; ``first=0``: an older version's 0-based epochs."""
     run = os.path.join(root, name)
     os.makedirs(os.path.join(run, "fosc"))
     rng = np.random.default_rng(len(name))
     with open(os.path.join(run, "metrics.jsonl"), "w") as f:
         for e in range(epochs):
             c_t = max(0.5 - e * 0.1, 0.0) if defense == "dynamic" else None
-            row = dict(epoch=e, lr=0.01, c_t=c_t, curriculum_k=None, train_loss=2 - 0.2 * e,
+            row = dict(epoch=e + first, lr=0.01, c_t=c_t, curriculum_k=None, train_loss=2 - 0.2 * e,
                        train_clean_acc=0.5 + 0.05 * e, train_adv_acc=0.3 + 0.05 * e,
                        fosc_mean=0.1 / (e + 1), fosc_p50=0.08 / (e + 1), fosc_p90=0.2 / (e + 1),
                        attack_steps_mean=10 - e if c_t is not None else 10.0,
                        test_clean_acc=0.6 + 0.04 * e, test_pgd10_acc=0.2 + 0.05 * e,
                        images_per_sec=1000.0, seconds=3.0)
             f.write(json.dumps(row) + "\n")
-            np.savez(os.path.join(run, "fosc", f"epoch_{e:04d}.npz"),
+            np.savez(os.path.join(run, "fosc", f"epoch_{e + first:04d}.npz"),
                      fosc=rng.gamma(2.0, 0.05 / (e + 1), 300).astype(np.float32),
                      loss=rng.uniform(0, 2, 300).astype(np.float32),
                      num_steps=rng.integers(1, 11, 300).astype(np.int32))
@@ -127,7 +132,8 @@ def test_report_from_fake_runs(tmp_path):
     empty = os.path.join(tmp_path, "empty_run")
     os.makedirs(empty)
     out = os.path.join(tmp_path, "report")
-    made = report.main([a, b, empty, "--out", out, "--no-attack", "--epochs", "0,5"])
+    made = report.main(["--workdir", a, b, empty, "--out", out, "--no-attack",
+                        "--epochs", "1,6"])
     names = sorted(os.path.basename(p) for p in made)
     assert names == ["eps_sweep.png", "fosc_density.png", "training_curves.png"]
     for path in made:
@@ -135,7 +141,7 @@ def test_report_from_fake_runs(tmp_path):
     index = open(os.path.join(out, "index.md")).read()
     for name in names:
         assert f"]({name})" in index
-    assert "[0, 5]" in index and "Not drawn" not in index
+    assert "[1, 6]" in index and "Not drawn" not in index
     np.testing.assert_allclose(report.read_eps_sweep(a),
                                [(2 / 255, 0.7), (4 / 255, 0.6), (6 / 255, 0.5), (8 / 255, 0.45)])
     # a run with nothing in it: every figure is skipped and said so
@@ -153,7 +159,7 @@ def test_bad_run_files(tmp_path):
     with pytest.raises(ValueError, match=r"metrics.jsonl:3"):
         report.read_metrics(run)
     np.savez(os.path.join(run, "fosc", "epoch_0007.npz"), fosc=np.zeros(3, np.float32))
-    assert report.fosc_epochs(run) == [0, 1, 7]
+    assert report.fosc_epochs(run) == [1, 2, 7]
     with pytest.raises(ValueError, match="missing arrays"):
         report.load_fosc_sample(run, 7)
 
@@ -223,7 +229,7 @@ def test_train_evaluate_report_end_to_end(tmp_path):
     assert "| Dynamic |" in open(os.path.join(run, "eval", "results.md")).read()
 
     out = str(tmp_path / "report")
-    made = report.main([run, "--out", out, "--num-examples", "32", "--quiet"])
+    made = report.main(["--workdir", run, "--out", out, "--num-examples", "32", "--quiet"])
     names = sorted(os.path.basename(p) for p in made)
     assert names == ["eps_sweep.png", "fig1a_quick.png", "fig1b_quick.png",
                      "fosc_density.png", "training_curves.png"]

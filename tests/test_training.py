@@ -91,7 +91,7 @@ def test_each_defense_trains_one_epoch(defense, tmp_path):
     ds = tiny_dataset()
     row = train_and_evaluate(tiny_config(defense), str(tmp_path), dataset=ds,
                              mesh=parallel.make_mesh(1))
-    assert row["epoch"] == 0 and np.isfinite(row["train_loss"])
+    assert row["epoch"] == 1 and np.isfinite(row["train_loss"])
     expected_steps = {"unsecured": 0, "standard": 3, "fgsm_pgd": 1}
     if defense in expected_steps:
         assert row["attack_steps_mean"] == expected_steps[defense]
@@ -99,7 +99,7 @@ def test_each_defense_trains_one_epoch(defense, tmp_path):
         assert row["curriculum_k"] == 0 and row["attack_steps_mean"] == 0
     if defense == "dynamic":
         assert row["c_t"] == 0.5 and 1 <= row["attack_steps_mean"] <= 3
-    sample = np.load(tmp_path / "fosc" / "epoch_0000.npz", allow_pickle=False)
+    sample = np.load(tmp_path / "fosc" / "epoch_0001.npz", allow_pickle=False)
     assert sample["fosc"].shape == (64,)
     # No attack ran (unsecured, curriculum level 0): no FOSC to record.
     assert (defense in ("unsecured", "curriculum")) == bool(np.all(np.isnan(sample["fosc"])))
@@ -112,14 +112,14 @@ def test_resume_is_bitwise_exact_and_metrics_have_each_epoch_once(tmp_path):
     first = tiny_config("dynamic", epochs=3)
     first.stop_after_epochs = 2  # a preempted run: stops after its epoch-2 checkpoint
     train_and_evaluate(first, split, dataset=ds, mesh=mesh)
-    assert [r["epoch"] for r in checkpointing.read_metrics(split)] == [0, 1]
+    assert [r["epoch"] for r in checkpointing.read_metrics(split)] == [1, 2]
     # Simulate a crash after the metrics line of an epoch whose checkpoint never landed.
-    checkpointing.append_metrics(split, {"epoch": 2, "train_loss": -1.0})
+    checkpointing.append_metrics(split, {"epoch": 3, "train_loss": -1.0})
     train_and_evaluate(tiny_config("dynamic", epochs=3), split, dataset=ds, mesh=mesh)
     for a, b in zip(params_of(full), params_of(split)):
         np.testing.assert_array_equal(a, b)
     rows = checkpointing.read_metrics(split)
-    assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[2]["train_loss"] != -1.0
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[2]["train_loss"] != -1.0
     # A finished run is not trained again.
     again = train_and_evaluate(tiny_config("dynamic", epochs=3), split, dataset=ds, mesh=mesh)
     assert again == {} and len(checkpointing.read_metrics(split)) == 3
@@ -186,7 +186,7 @@ def test_train_cli_runs_and_resumes(tmp_path):
                           timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resumed" in proc.stdout and "epoch 2: loss" in proc.stdout
-    assert [r["epoch"] for r in checkpointing.read_metrics(str(tmp_path))] == [0, 1]
+    assert [r["epoch"] for r in checkpointing.read_metrics(str(tmp_path))] == [1, 2]
     with open(tmp_path / "config.json") as f:
         assert json.load(f)["num_epochs"] == 2
 
@@ -199,7 +199,7 @@ def test_real_mnist_smoke(tmp_path):
     c.data.train_limit = 128
     c.batch_size = 64
     row = train_and_evaluate(c, str(tmp_path), mesh=parallel.make_mesh(1))
-    assert row["epoch"] == 0 and np.isfinite(row["train_loss"])
+    assert row["epoch"] == 1 and np.isfinite(row["train_loss"])
 
 
 def test_curriculum_plateau_rule_raises_level_and_checkpoints_it(tmp_path):
@@ -220,14 +220,14 @@ def test_preemption_mid_epoch_checkpoints_and_resumes_bitwise(tmp_path):
     train_and_evaluate(tiny_config("dynamic", epochs=2), full, dataset=ds, mesh=mesh)
     stopped = train_and_evaluate(tiny_config("dynamic", epochs=2), split, dataset=ds, mesh=mesh,
                                  should_stop=lambda step: step == 6)  # mid epoch 2
-    assert stopped["epoch"] == 0
+    assert stopped["epoch"] == 1
     assert sorted(ocp_steps(split)) == [4, 6]  # end of epoch 1, then the preemption point
-    assert [r["epoch"] for r in checkpointing.read_metrics(split)] == [0]
+    assert [r["epoch"] for r in checkpointing.read_metrics(split)] == [1]
     train_and_evaluate(tiny_config("dynamic", epochs=2), split, dataset=ds, mesh=mesh)
     for a, b in zip(params_of(full), params_of(split)):
         np.testing.assert_array_equal(a, b)
     rows = checkpointing.read_metrics(split)
-    assert [r["epoch"] for r in rows] == [0, 1] and rows[1]["resumed_mid_epoch"] is True
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["resumed_mid_epoch"] is True
 
 
 def ocp_steps(workdir):

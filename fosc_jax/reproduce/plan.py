@@ -82,6 +82,7 @@ def run_config(run: Run, scale: Scale, source: str) -> ml_collections.ConfigDict
     c.seed = run.seed
     c.data.source = source
     c.data.train_limit = scale.train_images or 0
+    c.data.subset = "first"       # the first N training images (MNIST is not class-sorted)
     epochs = scale.demo_epochs if run.role == "demo" else scale.epochs
     c.num_epochs = epochs
     c.optim.lr_drop_epochs = tuple(scale.scaled(e) for e in PAPER_LR_DROPS)

@@ -87,7 +87,7 @@ def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: 
         for i, (epoch, v) in enumerate(sorted(per.items())):
             v = v[np.isfinite(v)]
             ax.plot(grid, _kde_reflected(np.maximum(v, 0.0), grid), styles[i % 3],
-                    color=f"C{j}", label=f"{run}, epoch {epoch + 1}")
+                    color=f"C{j}", label=f"{run}, epoch {epoch}")
     ax.set_xlabel("FOSC of the training adversarial examples")
     ax.set_ylabel("density")
     ax.set_xlim(0, grid[-1])
@@ -151,15 +151,15 @@ def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mappi
         n = next(iter(records.values())).get("eps_sweep_n")
         made[f] = f"Figure 4a: PGD-10 accuracy against the test eps (trained at 0.3), n={n}."
 
-    curves = {r.name: checkpointing.read_metrics(pipeline.run_dir(out, r)) for r in runs
+    curves = {r.name: rep.read_metrics(pipeline.run_dir(out, r)) for r in runs
               if r.role == "defense" and r.name.endswith(("s0", "unsecured", "curriculum"))}
     f = "training_curves.png"
     figures.plot_training_curves(curves, os.path.join(fig_dir, f))
     made[f] = "Training curves of the seed-0 runs (per-epoch test numbers on a 500-image subset)."
     demo = [r for r in runs if r.role == "demo"]
     if demo:
-        rows = checkpointing.read_metrics(pipeline.run_dir(out, demo[0]))
-        std = checkpointing.read_metrics(pipeline.run_dir(out, by_name["standard_s0"]))
+        rows = rep.read_metrics(pipeline.run_dir(out, demo[0]))
+        std = rep.read_metrics(pipeline.run_dir(out, by_name["standard_s0"]))
         f = "collapse.png"
         figures.plot_training_curves({"attack BN train mode (no remedy)": rows,
                                       "attack BN inference mode (remedy)": std[:len(rows)]},
@@ -237,7 +237,8 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
             with open(path) as f:
                 records[run.name] = json.load(f)
     made = draw_figures(runs, scale, ds, out, records, log=log)
-    metrics = {r.name: checkpointing.read_metrics(pipeline.run_dir(out, r))
+    from fosc_jax.report import read_metrics
+    metrics = {r.name: read_metrics(pipeline.run_dir(out, r))
                for r in runs if pipeline.epochs_done(pipeline.run_dir(out, r))}
     cfg = run_config(runs[1], scale, "files:MNIST")
     prov_path = os.path.join(out, "provenance.json")
@@ -376,7 +377,7 @@ def _collapse_section(runs, metrics) -> list[str]:
               "|---|---|---|---|---|"]
         for i, r in enumerate(rows):
             s = std[i] if i < len(std) else None
-            L.append(f"| {r['epoch'] + 1} | {100 * r['test_clean_acc']:.1f} | {r['train_loss']:.3f} | "
+            L.append(f"| {r['epoch']} | {100 * r['test_clean_acc']:.1f} | {r['train_loss']:.3f} | "
                      + (f"{100 * s['test_clean_acc']:.1f} | {s['train_loss']:.3f} |" if s else "- | - |"))
     return L
 

@@ -1,0 +1,55 @@
+"""Runs written by versions that numbered epochs from 0 (metrics.jsonl rows, fosc/ files).
+
+Epochs are 1-based everywhere now (console, metrics.jsonl, fosc/epoch_XXXX.npz, figures):
+epoch N is the N-th epoch trained. A run folder holding an epoch-0 row or
+fosc/epoch_0000.npz is an old one: :func:`migrate_run` renumbers it on disk (training does
+this before resuming), :func:`shift` renumbers rows in memory (the report).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+
+FOSC_FILE = re.compile(r"^epoch_(\d{4,})\.npz$")
+
+
+def zero_based(rows: list[dict]) -> bool:
+    """Whether metrics rows come from a 0-based version (one has epoch 0)."""
+    return any(r.get("epoch") == 0 for r in rows)
+
+
+def shift(rows: list[dict]) -> list[dict]:
+    """Rows renumbered to 1-based epochs if they are 0-based; else unchanged."""
+    return [{**r, "epoch": r["epoch"] + 1} for r in rows] if zero_based(rows) else rows
+
+
+def fosc_zero_based(workdir: str) -> bool:
+    """Whether WORKDIR/fosc holds an epoch_0000.npz (0-based numbering)."""
+    return os.path.exists(os.path.join(workdir, "fosc", "epoch_0000.npz"))
+
+
+def migrate_run(workdir: str) -> bool:
+    """Renumber a 0-based run to 1-based on disk (metrics.jsonl rewritten atomically, fosc
+    files renamed from the highest epoch down). Returns whether anything changed."""
+    changed = False
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        if zero_based(rows):
+            fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".tmp_")
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in shift(rows)))
+            os.replace(tmp, path)
+            changed = True
+    if fosc_zero_based(workdir):
+        folder = os.path.join(workdir, "fosc")
+        epochs = sorted((int(m.group(1)) for f in os.listdir(folder)
+                         if (m := FOSC_FILE.match(f))), reverse=True)
+        for e in epochs:
+            os.replace(os.path.join(folder, f"epoch_{e:04d}.npz"),
+                       os.path.join(folder, f"epoch_{e + 1:04d}.npz"))
+        changed = True
+    return changed
