@@ -28,8 +28,8 @@ import numpy as np
 from jax import Array
 
 from fosc_jax.autoattack.common import (AutoAttackResult, LogitsFn, Scalar, check_int,
-                                        check_num_targets, per_example, predict,
-                                        target_of_rank, validate)
+                                        check_num_targets, per_example, target_of_rank,
+                                        uniform, validate)
 from fosc_jax.autoattack.dlr import dlr_loss, dlr_targeted_loss
 from fosc_jax.losses import cross_entropy
 
@@ -74,7 +74,7 @@ def _single_run(logits_fn: LogitsFn, loss_fn: Callable[[Array], Array], x0: Arra
     def bcast(mask):
         return mask.reshape((batch,) + (1,) * (ndim - 1))
 
-    t = jax.random.uniform(key, x0.shape, jnp.float32, -1.0, 1.0)
+    t = uniform(key, x0.shape, -1.0, 1.0)
     t_max = jnp.max(jnp.abs(t).reshape(batch, -1), axis=1)
     x = jnp.clip(x0 + eps_b * t / (bcast(t_max) + 1e-12), 0.0, 1.0)
     loss, grad, wrong = loss_grad(x)

@@ -24,7 +24,7 @@ from jax import Array
 
 from fosc_jax.autoattack.common import (AutoAttackResult, LogitsFn, Scalar, check_int,
                                         check_num_targets, per_example, target_of_rank,
-                                        validate)
+                                        uniform, validate)
 
 
 def project_linf(t: Array, w: Array, b: Array) -> Array:
@@ -78,7 +78,7 @@ def _single_run(logits_fn: LogitsFn, x0: Array, y: Array, target: Array, key: Ar
         return f, g.reshape(batch, -1)
 
     if random_start:
-        t = jax.random.uniform(key, flat0.shape, jnp.float32, -1.0, 1.0)
+        t = uniform(key, flat0.shape, -1.0, 1.0)
         t = t / (jnp.max(jnp.abs(t), axis=1, keepdims=True) + 1e-12)
         start = jnp.clip(flat0 + 0.5 * eps_flat * t, 0.0, 1.0)
     else:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from fosc_jax.autoattack.common import (AutoAttackResult, LogitsFn, Scalar, check_int,
-                                        per_example, validate)
+                                        per_example, random_signs, uniform, validate)
 from fosc_jax.autoattack.dlr import margin
 
 SCHEDULE_ITERS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -58,11 +58,8 @@ def square(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
     lower, upper = jnp.maximum(x0 - eps_b, 0.0), jnp.minimum(x0 + eps_b, 1.0)
     robust0 = jnp.argmax(logits_fn(x0), axis=-1).astype(jnp.int32) == y
 
-    def signs(k, shape):
-        return jnp.where(jax.random.bernoulli(k, 0.5, shape), 1.0, -1.0)
-
     key_init, key_loop = jax.random.split(key)
-    x_best = jnp.clip(x0 + eps_b * signs(key_init, (batch, 1, w, c)), lower, upper)
+    x_best = jnp.clip(x0 + eps_b * random_signs(key_init, (batch, 1, w, c)), lower, upper)
     margin_best = margin(logits_fn(x_best), y)
     rows = jnp.arange(h)[None, :, None, None]
     cols = jnp.arange(w)[None, None, :, None]
@@ -73,12 +70,12 @@ def square(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
         side = jnp.maximum(jnp.round(jnp.sqrt(p * h * w)).astype(jnp.int32), 1)
         side = jnp.minimum(side, min(h, w))
         k_pos, k_sign = jax.random.split(jax.random.fold_in(key_loop, i))
-        u = jax.random.uniform(k_pos, (2, batch))
+        u = uniform(k_pos, (2, batch))
         top = jnp.floor(u[0] * (h - side)).astype(jnp.int32)[:, None, None, None]
         left = jnp.floor(u[1] * (w - side)).astype(jnp.int32)[:, None, None, None]
         window = ((rows >= top) & (rows < top + side) & (cols >= left)
                   & (cols < left + side))
-        proposal = jnp.where(window, s["x"] + 2.0 * eps_b * signs(k_sign, (batch, 1, 1, c)),
+        proposal = jnp.where(window, s["x"] + 2.0 * eps_b * random_signs(k_sign, (batch, 1, 1, c)),
                              s["x"])
         proposal = jnp.clip(proposal, lower, upper)
         m = margin(logits_fn(proposal), y)
