@@ -91,9 +91,5 @@ def random_signs(key: Array, shape: tuple) -> Array:
     return jnp.where(uniform(key, shape) < 0.5, 1.0, -1.0)
 
 
-def predict(logits_fn: LogitsFn, x: Array) -> Array:
-    return jnp.argmax(logits_fn(x), axis=-1).astype(jnp.int32)
-
-
 __all__ = ["AutoAttackResult", "LogitsFn", "per_example", "check_int", "validate",
-           "check_num_targets", "target_of_rank", "uniform", "random_signs", "predict"]
+           "check_num_targets", "target_of_rank", "uniform", "random_signs"]

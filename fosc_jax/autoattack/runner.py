@@ -130,7 +130,8 @@ def run_component(suite, component: str, eps: float, indices: np.ndarray, budget
                   key_name: Optional[str] = None, desc: str = "") -> np.ndarray:
     """Correct-after-attack [len(indices)] of ``component`` on ``suite``'s examples ``indices``.
 
-    The indices are padded (with the first one) to whole batches of ``suite.batch_size``.
+    The indices are padded to whole batches of ``suite.batch_size`` with copies of the last
+    one, which shares the last batch, so the padding never prolongs that batch's early exit.
     """
     from fosc_jax.evaluation.suite import attack_key, run_batched
     indices = np.asarray(indices, np.int64)
@@ -138,7 +139,7 @@ def run_component(suite, component: str, eps: float, indices: np.ndarray, budget
     if n == 0:
         return np.zeros(0, bool)
     size = suite.batch_size
-    padded = np.concatenate([indices, np.repeat(indices[:1], (-n) % size)])
+    padded = np.concatenate([indices, np.repeat(indices[-1:], (-n) % size)])
     fn = functools.partial(_attack_batch, model=suite.classifier.model, component=component,
                            budget=budget, num_classes=_num_classes(suite))
     variables = suite._variables(suite.classifier)

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from fosc_jax.autoattack import runner as aa_runner
 from fosc_jax.classifier import Classifier
 from fosc_jax.evaluation import honesty as honesty_lib
 from fosc_jax.evaluation.suite import (DEFAULT_ATTACKS, Suite, accuracy_entry, attack_spec,
@@ -115,7 +116,6 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     if not 0 < eps <= 1:
         raise ValueError(f"eps must lie in (0, 1] (pass eps= or give the classifier a config "
                          f"with attack.eps), got {eps}.")
-    from fosc_jax.autoattack import runner as aa_runner
     aa_names = [aa_runner.canonical_name(a) for a in attacks if aa_runner.canonical_name(a)]
     specs = [attack_spec(a, step_fraction) for a in attacks if not aa_runner.canonical_name(a)]
     aa_runner.get_budget(autoattack_budget)
