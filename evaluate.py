@@ -4,6 +4,7 @@
         [--attacks fgsm,pgd10] [--eps 0.3] [--num-examples 1000]
         [--surrogate runs/mnist_surrogate] [--eps-sweep 2/255,4/255,6/255,8/255]
         [--out runs/eval_all] [--no-honesty]
+    python evaluate.py --workdir RUN --attacks autoattack [--autoattack-budget cpu]
 
 Writes RUN/eval/results.{json,csv,md} per run (and the combined table to --out) and prints
 the combined Markdown table. Honesty warnings (gradient masking) are listed under it.
@@ -14,6 +15,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from fosc_jax.autoattack.runner import BUDGETS as AA_BUDGETS, canonical_name
 from fosc_jax.evaluation import (DEFAULT_ATTACKS, attack_spec, evaluate_workdirs,
                                  markdown_table, parse_eps_list)
 from fosc_jax.evaluation.honesty import DEFAULT_RESTART_MARGIN, DEFAULT_Z, LARGE_EPS
@@ -22,7 +24,7 @@ from fosc_jax.evaluation.honesty import DEFAULT_RESTART_MARGIN, DEFAULT_Z, LARGE
 def _attacks(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     try:
-        return [attack_spec(n).name for n in names]
+        return [canonical_name(n) or attack_spec(n).name for n in names]
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
 
@@ -44,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", nargs="+", required=True, help="run directories")
     p.add_argument("--attacks", type=_attacks, default=list(DEFAULT_ATTACKS),
-                   help="comma list of fgsm,pgd10,pgd20,cw (default: all)")
+                   help="comma list of fgsm,pgd10,pgd20,cw (default: all) and/or AutoAttack: "
+                        "autoattack (standard cascade), apgd-ce, apgd-dlr, apgd-t, fab-t, square")
+    p.add_argument("--autoattack-budget", choices=list(AA_BUDGETS), default="standard",
+                   help="standard (as published) or cpu (3 target classes, 1,000 Square "
+                        "queries: NOT the standard version, labelled so in the outputs)")
     p.add_argument("--eps", type=_eps, default=None, help="override eps (e.g. 8/255)")
     p.add_argument("--step-fraction", type=float, default=None,
                    help="PGD/CW step as a fraction of eps (default 0.25)")
@@ -71,7 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         data_seed=args.data_seed, attacks=args.attacks, eps=args.eps,
         step_fraction=args.step_fraction, batch_size=args.batch_size, seed=args.seed,
         eps_sweep=args.eps_sweep, honesty=not args.no_honesty, large_eps=args.large_eps,
-        z=args.z, restart_margin=args.restart_margin, progress=not args.quiet)
+        z=args.z, restart_margin=args.restart_margin, progress=not args.quiet,
+        autoattack_budget=args.autoattack_budget)
     print(markdown_table(records), end="")
     return records
 

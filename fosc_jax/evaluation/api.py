@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from fosc_jax.autoattack import runner as aa_runner
 from fosc_jax.classifier import Classifier
 from fosc_jax.evaluation import honesty as honesty_lib
 from fosc_jax.evaluation.suite import (DEFAULT_ATTACKS, Suite, accuracy_entry, attack_spec,
@@ -80,13 +81,16 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
                         z: float = honesty_lib.DEFAULT_Z,
                         restart_margin: float = honesty_lib.DEFAULT_RESTART_MARGIN,
                         progress: bool = True, num_devices: Optional[int] = None,
-                        return_per_example: bool = False) -> dict:
+                        return_per_example: bool = False,
+                        autoattack_budget: str = "standard") -> dict:
     """Clean and adversarial accuracy of ``classifier`` on (x, y), plus honesty checks.
 
     Args:
       classifier: the defense (inference mode).
       x, y: test images (uint8, or float in [0, 1]) [N, H, W, C] and int labels [N].
-      attacks: names from ``ATTACKS`` ("fgsm", "pgd10", "pgd20", "cw").
+      attacks: names from ``ATTACKS`` ("fgsm", "pgd10", "pgd20", "cw") or AutoAttack's
+        ("autoattack": the standard cascade; "apgd-ce", "apgd-dlr", "apgd-t", "fab-t",
+        "square": one attack alone), see ``fosc_jax.autoattack.runner``.
       eps: L-inf radius; default ``classifier.config.attack.eps``.
       step_fraction: PGD/CW step as a fraction of eps (default 1/4, FGSM always eps).
       batch_size: default ``classifier.config.eval.batch_size`` or 256.
@@ -95,6 +99,8 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
       honesty: run the gradient-masking checks (PGD-10 restart and large eps cost two more
         PGD-10 passes).
       return_per_example: add "per_example" (boolean arrays; not written to JSON).
+      autoattack_budget: "standard" (AutoAttack as published) or "cpu" (fewer target
+        classes and Square queries; labelled NOT standard in the record and tables).
     Returns a JSON-friendly record: run metadata (defense, name, dataset, epoch, eps, seed,
     batch_size, num_devices), ``attacks`` (settings used), ``clean``, ``white_box[name]``,
     ``worst_case`` (per example over clean and all attacks), ``black_box`` (or None),
@@ -110,8 +116,10 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     if not 0 < eps <= 1:
         raise ValueError(f"eps must lie in (0, 1] (pass eps= or give the classifier a config "
                          f"with attack.eps), got {eps}.")
-    specs = [attack_spec(a, step_fraction) for a in attacks]
-    if len({s.name for s in specs}) < len(specs):
+    aa_names = [aa_runner.canonical_name(a) for a in attacks if aa_runner.canonical_name(a)]
+    specs = [attack_spec(a, step_fraction) for a in attacks if not aa_runner.canonical_name(a)]
+    aa_runner.get_budget(autoattack_budget)
+    if len({s.name for s in specs}) < len(specs) or len(set(aa_names)) < len(aa_names):
         raise ValueError(f"attacks are repeated: {list(attacks)}.")
     sweep = parse_eps_list(eps_sweep) if len(eps_sweep) else []
     batch_size = int(batch_size or _config_get(config, "eval.batch_size", DEFAULT_BATCH_SIZE))
@@ -129,16 +137,24 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
         out, seconds[spec.name] = timed(suite.attack, spec, eps)
         per_example[spec.name] = out["correct"]
         white[spec.name] = accuracy_entry(out["correct"])
+    aa = (aa_runner.run_autoattack(suite, aa_names, eps, per_example["clean"],
+                                   autoattack_budget) if aa_names else None)
+    if aa:
+        per_example.update(aa["per_example"])
+        white.update(aa["white_box"])
+        seconds.update(aa["seconds"])
 
     record: dict[str, Any] = dict(
         defense=_config_get(config, "defense.name"), name=_config_get(config, "name"),
         dataset=_config_get(config, "data.name"), epoch=int(classifier.epoch), eps=eps,
         seed=seed, batch_size=suite.batch_size, num_devices=suite.placement.num_devices,
-        attacks={s.name: s.settings(eps) for s in specs},
+        attacks={**{s.name: s.settings(eps) for s in specs}, **(aa["attacks"] if aa else {})},
         clean=accuracy_entry(per_example["clean"]), white_box=white,
-        worst_case=accuracy_entry(worst_case(per_example.values())) if specs else None,
+        worst_case=(accuracy_entry(worst_case(per_example.values())) if specs or aa_names
+                    else None),
         class_share=float(np.bincount(y).max() / len(y)),
-        black_box=None, eps_sweep=[], restart=None, large_eps=None, honesty=None)
+        black_box=None, eps_sweep=[], restart=None, large_eps=None, honesty=None,
+        autoattack=aa["autoattack"] if aa else None)
     record["label"] = defense_label(record["defense"], record["name"])
 
     if surrogate is not None:

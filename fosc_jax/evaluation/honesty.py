@@ -29,6 +29,11 @@ Rules:
   black_box     Black-box accuracy must not fall below white-box accuracy beyond noise, per
                 attack.
   fgsm_vs_pgd   FGSM must not beat PGD-10 / PGD-20 (i.e. score lower accuracy) beyond noise.
+  square        Square (gradient-free) must not find what the gradient attacks missed. In the
+                AutoAttack cascade Square runs last, on the points APGD-CE, APGD-T and FAB-T
+                left robust: the robust accuracy it removes must stay within z * SE + 0.2
+                points (AutoAttack's own 0.2-point alarm, plus noise). Run alone, its accuracy
+                must not fall below the strongest gradient attack's beyond noise.
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ from typing import Mapping, Optional
 DEFAULT_Z = 3.0
 DEFAULT_RESTART_MARGIN = 0.01
 LARGE_EPS = 0.5
+SQUARE_MARGIN = 0.002
+GRADIENT_ATTACKS = ("fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t")
 
 
 def smoothed_se(correct: int, n: int) -> float:
@@ -163,6 +170,32 @@ def check_fgsm_vs_pgd(record: Mapping, z: float = DEFAULT_Z) -> list[dict]:
     return out
 
 
+def check_square(record: Mapping, z: float = DEFAULT_Z) -> list[dict]:
+    """Square finding points the gradient attacks missed flags gradient masking."""
+    out = []
+    cascade = (record.get("autoattack") or {}).get("cascade") or []
+    if len(cascade) > 1 and cascade[-1]["attack"] == "square":
+        before, after = cascade[-2]["robust"], cascade[-1]["robust"]
+        drop = before["accuracy"] - after["accuracy"]
+        if drop > z * smoothed_se(before["correct"], before["n"]) + SQUARE_MARGIN:
+            out.append(_warn("square",
+                             f"Square (gradient-free) lowers AutoAttack's robust accuracy from "
+                             f"{_pct(before['accuracy'])} to {_pct(after['accuracy'])} on points "
+                             f"every gradient attack missed: gradient masking?", drop=drop))
+    wb = record.get("white_box", {})
+    grads = [(name, wb[name]) for name in GRADIENT_ATTACKS if name in wb]
+    if "square" in wb and grads:
+        name, best = min(grads, key=lambda item: item[1]["accuracy"])
+        sq = wb["square"]
+        if best["accuracy"] - sq["accuracy"] > noise_tolerance(best, sq, z):
+            label = record.get("attacks", {}).get(name, {}).get("label", name)
+            out.append(_warn("square",
+                             f"Square (gradient-free) accuracy {_pct(sq['accuracy'])} is below "
+                             f"the strongest gradient attack ({label}, "
+                             f"{_pct(best['accuracy'])}): gradient masking?", attack=name))
+    return out
+
+
 CHECKS = {
     "large_eps": check_large_eps,
     "eps_monotone": check_eps_monotone,
@@ -170,6 +203,7 @@ CHECKS = {
     "restart": check_restart,
     "black_box": check_black_box,
     "fgsm_vs_pgd": check_fgsm_vs_pgd,
+    "square": check_square,
 }
 
 
@@ -189,4 +223,5 @@ def run_checks(record: Mapping, z: float = DEFAULT_Z,
 
 __all__ = ["DEFAULT_Z", "DEFAULT_RESTART_MARGIN", "LARGE_EPS", "smoothed_se",
            "noise_tolerance", "check_large_eps", "check_eps_monotone", "check_more_steps",
-           "check_restart", "check_black_box", "check_fgsm_vs_pgd", "CHECKS", "run_checks"]
+           "check_restart", "check_black_box", "check_fgsm_vs_pgd", "check_square",
+           "SQUARE_MARGIN", "GRADIENT_ATTACKS", "CHECKS", "run_checks"]

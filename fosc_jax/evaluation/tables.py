@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from fosc_jax.autoattack.runner import LABELS as AA_LABELS, NAMES as AA_NAMES
 from fosc_jax.evaluation.suite import ATTACKS
 
 DEFENSE_LABELS = {"unsecured": "Unsecured", "standard": "Standard", "curriculum": "Curriculum",
@@ -48,6 +49,15 @@ def _columns(records: Sequence[Mapping]) -> list[tuple[str, str, tuple]]:
     for name, spec in ATTACKS.items():
         if any(name in r.get("white_box", {}) for r in records):
             cols.append((spec.label, name, ("white_box", name)))
+    for name in AA_NAMES:  # AutoAttack: a non-standard budget shows in the label
+        used = {(r.get("attacks", {}).get(name, {}).get("label", AA_LABELS[name]),
+                 r.get("attacks", {}).get(name, {}).get("version", "standard"))
+                for r in records if name in r.get("white_box", {})}
+        if used:
+            label, version = used.pop() if len(used) == 1 else (
+                f"{AA_LABELS[name]} [mixed budgets]", "mixed")
+            csv_name = name if version == "standard" else f"{name}_{version}"
+            cols.append((label, csv_name, ("white_box", name)))
     for name, spec in ATTACKS.items():
         if any(name in ((r.get("black_box") or {}).get("attacks") or {}) for r in records):
             cols.append((f"BB {spec.label}", f"bb_{name}", ("black_box", "attacks", name)))
@@ -96,6 +106,13 @@ def markdown_table(records: Sequence[Mapping]) -> str:
         if r.get("eps_sweep"):
             pts = ", ".join(f"{p['eps']:.4g}: {100 * p['accuracy']:.2f}" for p in r["eps_sweep"])
             lines.append(f"- {label} PGD-10 accuracy by eps: {pts}")
+    for label, r in zip(labels, records):
+        aa = r.get("autoattack")
+        if aa:
+            steps = ", ".join(f"{c['label']} {100 * c['robust']['accuracy']:.2f}"
+                              for c in aa["cascade"])
+            lines.append(f"- {label} AutoAttack ({aa['description']}), robust accuracy after "
+                         f"each attack: {steps}")
     for label, r in zip(labels, records):
         for w in (r.get("honesty") or {}).get("warnings", []):
             lines.append(f"- WARNING {label} [{w['check']}]: {w['message']}")
