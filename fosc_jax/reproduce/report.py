@@ -68,16 +68,11 @@ def _seconds(rows: Sequence[Mapping]) -> float:
     return float(sum(r.get("seconds", 0.0) for r in rows))
 
 
-def _kde_reflected(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Gaussian KDE (Scott bandwidth) reflected at 0, so the density respects FOSC >= 0."""
-    from fosc_jax.report import gaussian_kde
-    bw = max(float(np.std(x, ddof=1)) * x.size ** -0.2, 1e-4) if x.size > 1 else 1e-3
-    return gaussian_kde(x, grid, bw) + gaussian_kde(-x, grid, bw)
-
-
 def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: str) -> str:
     """FOSC densities of several runs at a few epochs on one axis (colour: run, style: epoch)."""
     import matplotlib.pyplot as plt
+
+    from fosc_jax.report import reflected_kde
     values = np.concatenate([v for per in samples.values() for v in per.values()])
     hi = float(np.percentile(values, 99)) if values.size else 1.0
     grid = np.linspace(0.0, max(hi, 1e-3), 400)
@@ -86,7 +81,7 @@ def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: 
     for j, (run, per) in enumerate(samples.items()):
         for i, (epoch, v) in enumerate(sorted(per.items())):
             v = v[np.isfinite(v)]
-            ax.plot(grid, _kde_reflected(np.maximum(v, 0.0), grid), styles[i % 3],
+            ax.plot(grid, reflected_kde(np.maximum(v, 0.0), grid), styles[i % 3],
                     color=f"C{j}", label=f"{run}, epoch {epoch}")
     ax.set_xlabel("FOSC of the training adversarial examples")
     ax.set_ylabel("density")
