@@ -49,12 +49,16 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
         assert rec["clean"]["n"] == 100
         assert (rec["black_box"] is None) == (run.role == "surrogate")
         assert os.path.exists(os.path.join(out, "models", run.name, "variables.npz"))
+    aa = json.load(open(os.path.join(out, "eval", "autoattack", "dynamic_s0.json")))
+    assert aa["autoattack"]["version"] == "cpu" and aa["clean"]["n"] == 20
+    assert "NOT the standard version" in text
     for fig in ("fig1a_dynamic_s0.png", "fosc_density.png", "eps_sweep.png", "collapse.png"):
         assert os.path.getsize(os.path.join(out, "figures", fig)) > 1000
     # Rerunning skips every finished stage.
-    assert cli.main(args[:-2] + ["--out", out, "--stages", "train,export,eval"]) == 0
+    assert cli.main(args[:-2] + ["--out", out, "--stages", "train,export,eval,autoattack"]) == 0
     again = capsys.readouterr().out
-    assert again.count("finished") == len(RUNS) and "[eval]" not in again
+    assert again.count("finished") == len(RUNS)
+    assert "[eval]" not in again and "[autoattack]" not in again
 
 
 def test_cli_refuses_missing_data_in_one_line(capsys, monkeypatch):

@@ -3,7 +3,7 @@
 Runs the paper's MNIST experiment end to end: trains Unsecured, Standard (2 seeds),
 Curriculum, Dynamic (2 seeds), a separately seeded Standard-AT surrogate and a short run
 without the eps-0.3 collapse remedy; exports the final models; evaluates them white-box and
-black-box; draws the figures; writes OUT/RESULTS.md. Rerun the same command after any
+black-box, and with AutoAttack; draws the figures; writes OUT/RESULTS.md. Rerun the same command after any
 interruption: finished runs, exports and evaluations are skipped, training resumes.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-STAGES = ("train", "export", "eval", "report")
+STAGES = ("train", "export", "eval", "autoattack", "report")
 
 
 def _default_data() -> str:
@@ -75,11 +75,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pipeline.train_all(RUNS, scale, source, out, log=log)
     if "export" in stages:
         pipeline.export_all(RUNS, scale, out, log=log)
-    if "eval" in stages or "report" in stages:
+    if {"eval", "autoattack", "report"} & set(stages):
         from fosc_jax.data import load_dataset
         ds = load_dataset(source, "mnist")
     if "eval" in stages:
         pipeline.evaluate_all(RUNS, scale, ds, out, log=log)
+    if "autoattack" in stages:
+        pipeline.autoattack_all(RUNS, scale, ds, out, log=log)
     if "report" in stages:
         from fosc_jax.reproduce import report
         path = report.write_report(RUNS, scale, ds, out, command=" ".join(

@@ -213,3 +213,37 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
         log(f"[eval] black-box from {surrogate.name} on {len(todo)} models: "
             f"{time.time() - t0:.0f} s")
     return records
+
+
+def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
+                   progress: bool = False) -> dict:
+    """AutoAttack (the standard cascade; the cpu budget at the cpu scale, labelled as not the
+    standard version) on the first ``scale.autoattack_images`` images of the evaluation
+    subset, for every defense model; one JSON per model in out/eval/autoattack."""
+    from fosc_jax.evaluation.api import evaluate_classifier
+
+    x, y, _ = test_subset(ds, scale.test_images)
+    x, y = x[:scale.autoattack_images], y[:scale.autoattack_images]
+    records = {}
+    for run in runs:
+        if run.role != "defense":
+            continue
+        path = os.path.join(out, "eval", "autoattack", f"{run.name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                records[run.name] = json.load(f)
+            continue
+        if not os.path.exists(os.path.join(model_dir(out, run), checkpointing.EXPORT_FILE)):
+            log(f"[autoattack] {run.name}: no exported model yet, skipped")
+            continue
+        t0 = time.time()
+        clf = checkpointing.load_classifier(model_dir(out, run))
+        rec = evaluate_classifier(clf, x, y, attacks=("autoattack",), batch_size=500, seed=0,
+                                  honesty=False, progress=progress,
+                                  autoattack_budget=scale.autoattack_budget)
+        rec.update(run=run.name, eval_seconds=time.time() - t0)
+        _atomic_json(path, rec)
+        records[run.name] = rec
+        log(f"[autoattack] {run.name}: {rec['white_box']['autoattack']['accuracy']:.4f} "
+            f"(n={len(y)}, {scale.autoattack_budget} budget, {rec['eval_seconds']:.0f} s)")
+    return records

@@ -32,6 +32,8 @@ class Scale:
     eval_per_epoch: int           # test subset for the per-epoch clean / PGD-10 numbers
     demo_epochs: int              # epochs of the run without the collapse remedy
     about: str
+    autoattack_images: int = 1_000   # test images for AutoAttack (each defense's models)
+    autoattack_budget: str = "cpu"   # "standard" or "cpu" (labelled NOT standard)
 
     def scaled(self, paper_epoch: int) -> int:
         """An epoch of the paper's 50-epoch schedule at this scale's epoch budget."""
@@ -44,11 +46,12 @@ SCALES = {
                  about="the whole table in about two hours on a 2-core CPU"),
     "paper": Scale("paper", train_images=None, epochs=PAPER_EPOCHS, test_images=None,
                    sweep_images=10_000, figure_images=10_000, eval_per_epoch=1_000,
-                   demo_epochs=5, about="the paper's full settings; meant for one GPU"),
+                   demo_epochs=5, about="the paper's full settings; meant for one GPU",
+                   autoattack_images=10_000, autoattack_budget="standard"),
 }
 # --smoke shrinks any scale to this (CI runs it on the bundled MNIST subset).
 SMOKE = dict(train_images=256, epochs=2, test_images=100, sweep_images=50, figure_images=50,
-             eval_per_epoch=50, demo_epochs=1)
+             eval_per_epoch=50, demo_epochs=1, autoattack_images=20, autoattack_budget="cpu")
 
 
 @dataclasses.dataclass(frozen=True)

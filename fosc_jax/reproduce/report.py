@@ -196,6 +196,30 @@ def _black_rows(runs, records) -> list[str]:
     return lines
 
 
+def _autoattack_lines(runs, out) -> list[str]:
+    """AutoAttack robust accuracy per defense model, with its budget, n and the cascade."""
+    rows = []
+    for run in runs:
+        path = os.path.join(out, "eval", "autoattack", f"{run.name}.json")
+        if run.role != "defense" or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            rec = json.load(f)
+        aa = rec["autoattack"]
+        stages = " -> ".join(f"{c['label']} {_pct(c['robust']):.2f}" for c in aa["cascade"])
+        rows.append(f"| {LABELS[run.defense]} | {run.name} | {_pct(rec['clean']):.2f} | "
+                    f"{_pct(rec['white_box']['autoattack']):.2f} | {stages} | "
+                    f"{rec['clean']['n']} |")
+        label = f"{aa['label']}: {aa['description']}"
+    if not rows:
+        return ["", "AutoAttack: not run yet (stage `autoattack`)."]
+    return ["", f"### AutoAttack ({label}), eps 0.3", "",
+            "Robust accuracy (%) after the cascade, each attack run on the points still "
+            "robust; the paper predates AutoAttack.", "",
+            "| defense | run | clean | AutoAttack | after each attack | n |",
+            "|---|---|---|---|---|---|"] + rows
+
+
 def _gap_lines(records) -> list[str]:
     """Dynamic - Standard per attack (seed means) next to the seed spread and binomial SE."""
     def acc(name, key):
@@ -271,6 +295,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
          "Each cell: ours (paper; difference in points). Worst case: per example over clean and "
          "all four attacks.", ""]
     L += _white_rows(runs, records)
+    L += _autoattack_lines(runs, out)
     L += ["", "## Black-box accuracy (%), transferred from the surrogate", "",
           "The four attacks crafted once on the surrogate and scored on each defense; the paper "
           "reports black-box numbers for Standard and Dynamic only.", ""]
