@@ -113,6 +113,18 @@ def run(models: Sequence[str], batch: int, repeats: int, min_time: float,
     return rows
 
 
+def markdown(rows: Sequence[dict]) -> str:
+    """The lever table for BENCHMARKS.md."""
+    out = ["| model | variant | step ms | img/s | compile s | x vs before | x vs torch fp32 |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+        vt = "-" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}"
+        out.append(f"| {r['model']} | {r['variant']} | {r['step_ms']:.0f} | {r['img_s']:.1f} | "
+                   f"{comp} | {r['vs_before']:.2f} | {vt} |")
+    return "\n".join(out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="mnist_cnn,cifar_cnn")
@@ -124,6 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     a = p.parse_args(argv)
     rows = run([m for m in a.models.split(",") if m], a.batch, a.repeats, a.min_time,
                None if a.no_torch else "fp32")
+    print(markdown(rows))
     if a.json:
         meta = dict(device=bs.jax_device_name(), jax=jax.__version__, loadavg=bs._loadavg())
         with open(a.json, "w") as f:

@@ -196,3 +196,22 @@ def test_bench_epoch_smoke(tmp_path):
     for r in rows:
         assert r["images"] == 96 and r["seconds"] > 0 and r["img_s"] > 0
         assert 1 <= r["attack_steps_mean"] <= r["attack_iterations_mean"] <= 2
+
+
+def test_speed_levers_leave_the_training_step_unchanged():
+    """The pre-lever step (nn.max_pool, one attack step per while_loop iteration) and the
+    default one (reshape+max pool, unrolled steps) train to the same loss and parameters."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import bench_levers
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 256, (8, 28, 28, 1), dtype=np.uint8))
+    y = jnp.asarray(rng.integers(0, 10, 8), jnp.int32)
+    out = {}
+    for variant in ("before", "pool+unroll"):
+        call, sync, _ = bench_levers.make_variant("mnist_cnn", 8, variant, x, y, num_steps=3)
+        m = call()
+        sync(m)
+        out[variant] = jax.device_get(m)
+    for key in ("train_loss", "fosc", "num_steps", "adv_loss"):
+        np.testing.assert_allclose(out["before"][key], out["pool+unroll"][key], rtol=2e-5,
+                                   atol=1e-6)
