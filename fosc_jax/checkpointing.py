@@ -32,6 +32,7 @@ from fosc_jax.errors import CheckpointError, RunFileError
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 DATA_FILE = "data_sizes.json"        # split sizes the run was started with
+FILES_MANIFEST = "fosc_jax_files.json"  # in each step folder: SHA-256 of every file in it
 CORRUPT_DIR = "corrupt_checkpoints"  # where training moves checkpoints that fail to verify
 # Fields a resumed run may change without invalidating the checkpoint.
 RESUMABLE_FIELDS = ("num_epochs", "stop_after_epochs", "quiet", "log_every", "checkpoint_every",
@@ -152,10 +153,54 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     with the SHA-256 of its content in the step's metadata. Collective in multi-process."""
     if step in manager.all_steps():
         return
+    import jax
+    from jax.experimental import multihost_utils
+
     tree = flax.serialization.to_state_dict(state)
     manager.save(step, args=ocp.args.StandardSave(tree),
                  custom_metadata={integrity.DIGEST_KEY: integrity.tree_digest(tree)})
     manager.wait_until_finished()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"fosc_jax:saved:{step}")
+    if jax.process_index() == 0:
+        _write_file_manifest(_step_dir(manager, step))
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"fosc_jax:manifest:{step}")
+
+
+def _step_files(folder: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(root, f), folder)
+                  for root, _, files in os.walk(folder) for f in files
+                  if f != FILES_MANIFEST and not f.startswith(".tmp_"))
+
+
+def _write_file_manifest(folder: str) -> None:
+    """Record the SHA-256 of every file of a finished checkpoint: any flipped byte, also in
+    bytes the content checksum never reads (metadata, unused tails), is then caught."""
+    digests = {rel: integrity.file_digest(os.path.join(folder, rel))
+               for rel in _step_files(folder)}
+    _atomic_write(os.path.join(folder, FILES_MANIFEST), json.dumps(digests, indent=1))
+
+
+def _check_file_manifest(folder: str) -> None:
+    """Raise _Unusable if a file recorded in the step's manifest is missing or altered (a
+    checkpoint saved without a manifest, e.g. killed in between, is checked by content)."""
+    path = os.path.join(folder, FILES_MANIFEST)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            digests = json.load(f)
+        assert isinstance(digests, dict)
+    except (ValueError, AssertionError, UnicodeDecodeError):
+        raise _Unusable(f"its file manifest {FILES_MANIFEST} is garbled") from None
+    for rel, digest in sorted(digests.items()):
+        full = os.path.join(folder, rel)
+        if not os.path.exists(full):
+            raise _Unusable(f"the file {rel} is missing")
+        if integrity.file_digest(full) != digest:
+            raise _Unusable(f"the file {rel} differs from its recorded SHA-256 (altered or "
+                            "damaged)")
 
 
 @contextlib.contextmanager
@@ -195,6 +240,7 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract_state:
     if not os.path.isdir(os.path.join(folder, "default")):
         raise _Unusable("the step folder is empty or incomplete (no 'default' item)",
                         empty=not os.path.isdir(folder) or not os.listdir(folder))
+    _check_file_manifest(folder)
     try:
         with _quiet_absl():  # Orbax logs a warning about the item it is not asked to read
             expected = (manager.metadata(step).custom_metadata or {}).get(integrity.DIGEST_KEY)

@@ -45,6 +45,15 @@ def tree_digest(tree: Any) -> str:
     return h.hexdigest()
 
 
+def file_digest(path: str) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def current_umask() -> int:
     """The process umask (read without changing it where /proc allows, else set and reset)."""
     try:

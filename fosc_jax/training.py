@@ -445,7 +445,7 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
                             adv_acc=f"{means['train_adv_acc']:.3f}")
             if start + chunk < steps_per_epoch and stop_requested():
                 bar.close()
-                checkpointing.save(manager, int(state.step), state)
+                _save(manager, state, mesh)
                 say(f"stopped at step {int(state.step)} (epoch {epoch + 1}); checkpoint "
                       "saved, rerun the same command to resume")
                 return last
@@ -472,13 +472,19 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
             checkpointing.append_metrics(workdir, row)
         stop = stop_requested()
         if (epoch + 1) % int(config.checkpoint_every) == 0 or epoch + 1 == end_epoch or stop:
-            checkpointing.save(manager, int(state.step), state)
+            _save(manager, state, mesh)
         say(_summary_line(row))  # one line per epoch, also in quiet mode
         last = row
         if stop:
             say(f"stopped after epoch {epoch + 1}; rerun the same command to resume")
             break
     return last
+
+
+def _save(manager, state: TrainState, mesh) -> None:
+    """Checkpoint ``state`` at its global step; scalars set on the host (epoch, curriculum)
+    are first placed like the rest, which multi-process Orbax saves need."""
+    checkpointing.save(manager, int(state.step), parallel.replicate(state, mesh))
 
 
 def _non_finite(workdir: str, manager, step: int, epoch: int) -> None:
