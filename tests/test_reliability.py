@@ -266,7 +266,10 @@ def test_second_training_in_a_workdir_is_refused_and_a_killed_holder_leaves_no_l
 def test_sigint_is_handled_like_sigterm():
     flag = training.PreemptionFlag()
     try:
-        os.kill(os.getpid(), signal.SIGINT)  # without the handler: KeyboardInterrupt here
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pytest.fail("SIGINT raised KeyboardInterrupt instead of requesting a checkpoint")
         assert flag(0)
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C interrupts at once
             os.kill(os.getpid(), signal.SIGINT)
@@ -293,21 +296,30 @@ def test_two_processes_train_resume_and_evaluate_like_one_with_two_devices(tmp_p
            "FOSC_JAX_COORDINATOR": f"127.0.0.1:{_free_port()}", "FOSC_JAX_NUM_PROCESSES": "2"}
     worker = [sys.executable, os.path.join(ROOT, "tests", "multihost_worker.py"), workdir]
     # Process 1 runs with umask 077, process 0 with 022: a file process 1 wrote would be 0600.
+    logs = [open(tmp_path / f"process_{i}.log", "w+") for i in range(2)]
     procs = [subprocess.Popen(["sh", "-c", f"umask {mask} && exec \"$@\"", "sh"] + worker,
                               env={**env, "FOSC_JAX_PROCESS_ID": str(i)}, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=logs[i], stderr=subprocess.STDOUT, text=True)
              for i, mask in ((0, "022"), (1, "077"))]
     try:
-        outs = [p.communicate(timeout=540)[0] for p in procs]
+        # Meanwhile, the reference: one process, two devices, the same config, no stop.
+        import multihost_worker
+        reference = str(tmp_path / "one")
+        train_and_evaluate(multihost_worker.get_config(), reference, mesh=parallel.make_mesh(2))
+        for p in procs:
+            p.wait(timeout=540)
     finally:
         for p in procs:
             p.kill()
+    outs = [(log.seek(0), log.read())[1] for log in logs]
     for i, (p, out) in enumerate(zip(procs, outs)):
         assert p.returncode == 0, f"process {i}:\n{out[-4000:]}"
         assert f"process {i} done" in out
     assert "stopped at step 2" in outs[0] and "epoch 1: loss" in outs[0]
     assert "epoch 1: loss" not in outs[1]  # only process 0 reports
 
+    for log in logs:
+        log.close()
     written = [os.path.join(r, f) for r, _, fs in os.walk(workdir) for f in fs
                if "checkpoints" not in r]
     assert {os.path.relpath(p, workdir) for p in written} >= {
@@ -315,15 +327,11 @@ def test_two_processes_train_resume_and_evaluate_like_one_with_two_devices(tmp_p
         "eval/results.json"}
     assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {"0o644"}
 
-    reference = str(tmp_path / "one")
-    row = train_and_evaluate(tiny_config.get_config("dynamic", epochs=1), reference,
-                             mesh=parallel.make_mesh(2))
     two = checkpointing.read_metrics(workdir)
     assert [r["epoch"] for r in two] == [0] and two[0]["resumed_mid_epoch"] is True
-    for key in ("test_clean_acc", "test_pgd10_acc"):
-        assert two[0][key] == pytest.approx(row[key], abs=1e-6)
     for a, b in zip(_params(checkpointing.load_classifier(reference)),
                     _params(checkpointing.load_classifier(workdir))):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
     with open(os.path.join(workdir, "eval", "results.json")) as f:
-        assert json.load(f)
+        record, = json.load(f)["runs"]
+    assert record["num_devices"] == 2 and record["white_box"]["fgsm"]["n"] == 16
