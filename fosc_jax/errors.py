@@ -11,9 +11,10 @@ old, plain exceptions keeps working.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 EXIT_USER_ERROR = 2
 
@@ -40,6 +41,18 @@ class WorkdirLockedError(UserError, RuntimeError):
 
 class NonFiniteError(UserError, RuntimeError):
     """Training produced a NaN/Inf loss or parameter; the run stopped before saving it."""
+
+
+@contextlib.contextmanager
+def data_errors(what: str) -> Iterator[None]:
+    """Turn the data loaders' errors (they already say what is wrong with which file) into
+    DataError, prefixed by ``what`` (the config fields that chose the data)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, OSError, ImportError, RuntimeError) as err:
+        raise DataError(f"{what} cannot be loaded: {err}") from err
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)

@@ -29,7 +29,7 @@ from fosc_jax.classifier import Classifier
 from fosc_jax.config import ConfigError, validate_config
 from fosc_jax.data import Dataset, epoch_permutation, get_augment, load_dataset, to_float
 from fosc_jax.defenses import AttackSettings
-from fosc_jax.errors import DataError, NonFiniteError, UserError
+from fosc_jax.errors import NonFiniteError, data_errors
 from fosc_jax.evaluation.api import subset_indices
 from fosc_jax.losses import cross_entropy
 from fosc_jax.models import get_model
@@ -282,13 +282,8 @@ def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
     """The configured data set, truncated to ``data.train_limit`` examples if set. A source
     that cannot be read raises DataError (the loader's message, prefixed by the fields)."""
     source, name = config.data.source, config.data.name
-    try:
+    with data_errors(f"config.data.source = {source!r} with data.name = {name!r}"):
         ds = load_dataset(source, name, data_dir=config.data.data_dir)
-    except UserError:
-        raise
-    except (ValueError, OSError, ImportError, RuntimeError) as err:
-        raise DataError(f"config.data.source = {source!r} with data.name = {name!r} cannot be "
-                        f"loaded: {err}") from err
     if config.data.train_limit:
         limit = int(config.data.train_limit)
         ds = dataclasses.replace(ds, x_train=ds.x_train[:limit], y_train=ds.y_train[:limit])

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -90,7 +91,8 @@ def _evaluate_main():
     return evaluate.main
 
 
-def test_evaluate_and_report_give_one_line_for_garbled_run_files(tmp_path, capsys):
+def test_evaluate_and_report_give_one_line_for_bad_run_files(tmp_path, capsys,
+                                                                  monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text("[1, 2")
@@ -99,6 +101,19 @@ def test_evaluate_and_report_give_one_line_for_garbled_run_files(tmp_path, capsy
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {run}/config.json is not valid JSON")
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "mnist.npz").write_bytes(b"not an npz")
+    config = tiny_config.get_config()
+    config.data.source = f"files:{folder}"
+    from fosc_jax.evaluation import api  # a run with a model whose data file is damaged
+    monkeypatch.setattr(api, "_load_classifier", lambda w: types.SimpleNamespace(config=config))
+    with pytest.raises(SystemExit) as exit_:
+        _evaluate_main()(["--workdir", str(run), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {run}: data.source = 'files:{folder}'")
+    assert "not a readable .npz file" in err[0]
 
     from fosc_jax import report
     (run / "metrics.jsonl").write_text('{"epoch": 0, "train_loss": 1.0}\n{"epoch": 1, "tr\n')
@@ -279,6 +294,19 @@ def test_sigint_is_handled_like_sigterm():
 
 
 # ------------------------------------------------------------------ two processes
+
+
+def test_multiprocess_launch_reads_the_documented_environment():
+    env = {"FOSC_JAX_COORDINATOR": "127.0.0.1:1234", "FOSC_JAX_NUM_PROCESSES": "2",
+           "FOSC_JAX_PROCESS_ID": "1"}
+    assert parallel.distributed_args(env) == {
+        "coordinator_address": "127.0.0.1:1234", "num_processes": 2, "process_id": 1}
+    assert parallel.distributed_args({}) is None
+    assert parallel.distributed_args({"FOSC_JAX_MULTIHOST": "1"}) == {}  # JAX auto-detects
+    with pytest.raises(UserError, match="set all of FOSC_JAX_COORDINATOR"):
+        parallel.distributed_args({"FOSC_JAX_NUM_PROCESSES": "2"})
+    with pytest.raises(UserError, match="0 <= id < count"):
+        parallel.distributed_args({**env, "FOSC_JAX_PROCESS_ID": "2"})
 
 
 def _free_port():
