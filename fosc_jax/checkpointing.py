@@ -3,7 +3,8 @@
 Checkpoints are written by Orbax's CheckpointManager, which finalises each step atomically
 (written to a temporary folder, then renamed), so a preempted run never leaves a half-written
 latest checkpoint. Each checkpoint also records a SHA-256 of its content (Orbax custom
-metadata, written in the same atomic step); restore recomputes it, and
+metadata, written in the same atomic step) and one of every file in it (FILES_MANIFEST,
+written right after); restore checks both, and
 :func:`restore_newest_good` falls back past corrupt, truncated or empty step folders to the
 newest checkpoint that verifies. metrics.jsonl, config.json and the FOSC samples are rewritten
 through a temporary file and ``os.replace`` for the same reason, with the user's umask.
@@ -232,7 +233,8 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> A
     try:
         return _restore_verified(manager, step, abstract_state)
     except _Unusable as err:
-        raise CheckpointError(f"checkpoint {_step_dir(manager, step)} is unusable: {err}.") from None
+        raise CheckpointError(f"checkpoint {_step_dir(manager, step)} is unusable: "
+                              f"{err}.") from None
 
 
 def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:

@@ -432,8 +432,8 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
             bad = epoch_log.add(metrics)
             if bad is not None:
                 bar.close()
-                _non_finite(workdir, manager, int(state.step) - len(metrics["train_loss"]) + bad + 1,
-                            epoch)
+                first_bad = int(state.step) - len(metrics["train_loss"]) + bad + 1  # 1-based
+                _non_finite(workdir, manager, first_bad, epoch)
             bar.update(len(metrics["train_loss"]))
             means = epoch_log.means()
             bar.set_postfix(loss=f"{means['train_loss']:.3f}",
@@ -442,7 +442,7 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
                 bar.close()
                 _save(manager, state, mesh)
                 say(f"stopped at step {int(state.step)} (epoch {epoch + 1}); checkpoint "
-                      "saved, rerun the same command to resume")
+                    "saved, rerun the same command to resume")
                 return last
         bar.close()
         seconds = time.time() - t0

@@ -104,7 +104,7 @@ def test_evaluate_and_report_give_one_line_for_bad_run_files(tmp_path, capsys,
 
     folder = tmp_path / "data"
     folder.mkdir()
-    (folder / "mnist.npz").write_bytes(b"not an npz")
+    (folder / "mnist.npz").write_bytes(b"PK\x03\x04 a damaged zip archive")
     config = tiny_config.get_config()
     config.data.source = f"files:{folder}"
     from fosc_jax.evaluation import api  # a run with a model whose data file is damaged
