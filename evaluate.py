@@ -12,12 +12,14 @@ the combined Markdown table. Honesty warnings (gradient masking) are listed unde
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
 from fosc_jax.autoattack.runner import BUDGETS as AA_BUDGETS, canonical_name
 from fosc_jax.evaluation import (DEFAULT_ATTACKS, attack_spec, evaluate_workdirs,
                                  markdown_table, parse_eps_list)
+from fosc_jax.errors import cli_guard
 from fosc_jax.evaluation.honesty import DEFAULT_RESTART_MARGIN, DEFAULT_Z, LARGE_EPS
 
 
@@ -70,16 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_guard
 def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     args = build_parser().parse_args(argv)
+    for path in args.workdir + ([args.surrogate] if args.surrogate else []):
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"run directory {path!r} does not exist; give the --workdir "
+                                    "that train.py wrote.")
+    from fosc_jax import parallel
+    parallel.maybe_initialize_distributed()  # several processes: only process 0 writes
+    primary = parallel.is_primary()
     records = evaluate_workdirs(
-        args.workdir, num_examples=args.num_examples, surrogate=args.surrogate, out=args.out,
+        args.workdir, num_examples=args.num_examples, surrogate=args.surrogate,
+        out=args.out if primary else None, write=primary,
         data_seed=args.data_seed, attacks=args.attacks, eps=args.eps,
         step_fraction=args.step_fraction, batch_size=args.batch_size, seed=args.seed,
         eps_sweep=args.eps_sweep, honesty=not args.no_honesty, large_eps=args.large_eps,
         z=args.z, restart_margin=args.restart_margin, progress=not args.quiet,
         autoattack_budget=args.autoattack_budget)
-    print(markdown_table(records), end="")
+    if primary:
+        print(markdown_table(records), end="")
     return records
 
 

@@ -12,7 +12,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from fosc_jax.cli_help import listing
-from fosc_jax.config import ConfigError
+from fosc_jax.errors import EXIT_USER_ERROR, cli_guard, one_line
 from fosc_jax.shorten import describe, scale_schedule
 from fosc_jax.training import train_and_evaluate
 
@@ -23,6 +23,25 @@ _EPOCHS = flags.DEFINE_integer("epochs", None, "Run this many epochs with the co
                                "epoch-based schedule scaled to them (a shortened run).")
 
 
+def _parse_flags(argv):
+    """absl's parser, with bad flags and unknown config fields reported as one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        message = str(err)
+    except (AttributeError, KeyError) as err:  # ml_collections: --config.<no such field>
+        inner = err.args[0] if err.args and isinstance(err.args[0], KeyError) else err
+        name, _, hint = str(inner.args[0] if inner.args else inner).partition("\n")
+        name = name.strip("'\"")
+        given = [a for a in argv[1:] if a.startswith("--config.") and name in a]
+        message = (f"{given[0] if given else '--config.' + name}: the config has no field "
+                   f"{name!r}; accepted fields are those of fosc_jax/config.py base_config()"
+                   + (f" ({hint.strip()})" if hint.strip() else ""))
+    print(one_line(message), file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_USER_ERROR)
+
+
+@cli_guard
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -34,13 +53,10 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)  # keep Orbax/JAX info lines out of the log
     print(f"fosc_jax: training {config.name} ({config.defense.name}, {config.model.name}, "
           f"{config.data.name}) in {workdir}", flush=True)
-    try:
-        train_and_evaluate(config, workdir)
-    except (ConfigError, FileNotFoundError, ImportError) as err:
-        sys.exit(f"error: {err}")
+    train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":
     __doc__ += "\n" + listing() + "\n"  # absl prints the module docstring for --help
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

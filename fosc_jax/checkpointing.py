@@ -2,15 +2,22 @@
 
 Checkpoints are written by Orbax's CheckpointManager, which finalises each step atomically
 (written to a temporary folder, then renamed), so a preempted run never leaves a half-written
-latest checkpoint. metrics.jsonl and the FOSC samples are rewritten through a temporary file
-and ``os.replace`` for the same reason.
+latest checkpoint. Each checkpoint also records a SHA-256 of its content (Orbax custom
+metadata, written in the same atomic step) and one of every file in it (FILES_MANIFEST,
+written right after); restore checks both, and
+:func:`restore_newest_good` falls back past corrupt, truncated or empty step folders to the
+newest checkpoint that verifies. metrics.jsonl, config.json and the FOSC samples are rewritten
+through a temporary file and ``os.replace`` for the same reason, with the user's umask.
+Only process 0 writes these files in a multi-process run; Orbax saves are collective.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
-from typing import Any, Optional
+import sys
+import time
+from typing import Any, Callable, Optional
 
 import flax.core
 import flax.serialization
@@ -19,10 +26,15 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fosc_jax import integrity
 from fosc_jax.config import ConfigError
+from fosc_jax.errors import CheckpointError, RunFileError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+DATA_FILE = "data_sizes.json"        # split sizes the run was started with
+FILES_MANIFEST = "fosc_jax_files.json"  # in each step folder: SHA-256 of every file in it
+CORRUPT_DIR = "corrupt_checkpoints"  # where training moves checkpoints that fail to verify
 # Fields a resumed run may change without invalidating the checkpoint.
 RESUMABLE_FIELDS = ("num_epochs", "stop_after_epochs", "quiet", "log_every", "checkpoint_every",
                     "checkpoint_keep", "eval", "data.source", "data.data_dir")
@@ -32,11 +44,11 @@ LEGACY_DEFAULTS = {"data.subset": "first"}
 
 
 def _atomic_write(path: str, text: str) -> None:
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    integrity.atomic_write_text(path, text)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -54,23 +66,35 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(text))
 
 
+def _read_json_object(path: str) -> dict:
+    """A JSON object from ``path``; RunFileError (one line, naming the file) if garbled."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunFileError(f"{path} is not valid JSON ({err}); restore it from a backup, or "
+                           "start afresh in a new --workdir.") from err
+    if not isinstance(value, dict):
+        raise RunFileError(f"{path} holds a JSON {type(value).__name__}, expected an object "
+                           "of config fields; restore it, or use a new --workdir.")
+    return value
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run in ``workdir`` was started with."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: {workdir!r} is not a fosc_jax run directory "
                                 "(train.py writes config.json there).")
-    with open(path) as f:
-        return config_from_json(f.read())
+    return ml_collections.ConfigDict(_read_json_object(path))
 
 
-def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Save the config, or refuse to resume a run that was started with a different one."""
+def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Refuse to resume a run that was started with a different config (reads only)."""
     path = os.path.join(workdir, CONFIG_FILE)
-    text = config.to_json(indent=2, sort_keys=True)
     if os.path.exists(path):
-        old = _flatten(json.loads(open(path).read()))
-        new = _flatten(json.loads(text))
+        old = _flatten(_read_json_object(path))
+        new = _flatten(json.loads(config.to_json(sort_keys=True)))
         for field, value in LEGACY_DEFAULTS.items():  # fields added after the run started
             old.setdefault(field, value)
         if not old.get("data.train_limit") and not new.get("data.train_limit"):
@@ -81,7 +105,48 @@ def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> No
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
             raise ConfigError(f"{workdir} holds a run started with a different config ({detail}); "
                              "use a new --workdir, or the original settings to resume.")
-    _atomic_write(path, text)
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Save the config (train_and_evaluate calls this only once the run can start)."""
+    _atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2, sort_keys=True))
+
+
+def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Save the config, or refuse to resume a run that was started with a different one."""
+    check_config(workdir, config)
+    write_config(workdir, config)
+
+
+def check_data_sizes(workdir: str, config: ml_collections.ConfigDict,
+                     sizes: dict[str, int]) -> None:
+    """Refuse a resume whose data has other split sizes than the run was started with (a
+    changed ``data.source`` may only point at the same data elsewhere)."""
+    path = os.path.join(workdir, DATA_FILE)
+    if os.path.exists(path):
+        old = _read_json_object(path)
+        differ = {k: (old.get(k), v) for k, v in sizes.items() if old.get(k) != v}
+        if differ:
+            detail = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in sorted(differ.items()))
+            raise ConfigError(
+                f"config.data.source = {config.data.source!r} gives other split sizes than "
+                f"{workdir} was started with ({detail}; source was {old.get('source')!r}); "
+                "resume with the original data, or train in a new --workdir.")
+        return
+    cfg_path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(cfg_path):  # a run from before split sizes were stored
+        old_source = _read_json_object(cfg_path).get("data", {}).get("source")
+        if old_source != config.data.source:
+            raise ConfigError(
+                f"config.data.source = {config.data.source!r} differs from the "
+                f"{old_source!r} {workdir} was started with, and the run stored no split "
+                "sizes to check it against; resume with the original source.")
+
+
+def write_data_sizes(workdir: str, config: ml_collections.ConfigDict,
+                     sizes: dict[str, int]) -> None:
+    _atomic_write(os.path.join(workdir, DATA_FILE),
+                  json.dumps({**sizes, "source": config.data.source}, indent=2, sort_keys=True))
 
 
 def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -92,33 +157,192 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Checkpo
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-    """Save ``state`` as checkpoint ``step`` (the global training step; no-op if saved)."""
+    """Save ``state`` as checkpoint ``step`` (the global training step; no-op if saved),
+    with the SHA-256 of its content in the step's metadata. Collective in multi-process."""
     if step in manager.all_steps():
         return
-    manager.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)))
+    import jax
+    from jax.experimental import multihost_utils
+
+    tree = flax.serialization.to_state_dict(state)
+    manager.save(step, args=ocp.args.StandardSave(tree),
+                 custom_metadata={integrity.DIGEST_KEY: integrity.tree_digest(tree)})
     manager.wait_until_finished()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"fosc_jax:saved:{step}")
+    if jax.process_index() == 0:
+        _write_file_manifest(_step_dir(manager, step))
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"fosc_jax:manifest:{step}")
+
+
+def _step_files(folder: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(root, f), folder)
+                  for root, _, files in os.walk(folder) for f in files
+                  if f != FILES_MANIFEST and not f.startswith(".tmp_"))
+
+
+def _write_file_manifest(folder: str) -> None:
+    """Record the SHA-256 of every file of a finished checkpoint: any flipped byte, also in
+    bytes the content checksum never reads (metadata, unused tails), is then caught."""
+    digests = {rel: integrity.file_digest(os.path.join(folder, rel))
+               for rel in _step_files(folder)}
+    _atomic_write(os.path.join(folder, FILES_MANIFEST), json.dumps(digests, indent=1))
+
+
+def _check_file_manifest(folder: str) -> None:
+    """Raise _Unusable if a file recorded in the step's manifest is missing or altered (a
+    checkpoint saved without a manifest, e.g. killed in between, is checked by content)."""
+    path = os.path.join(folder, FILES_MANIFEST)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            digests = json.load(f)
+        assert isinstance(digests, dict)
+    except (ValueError, AssertionError, UnicodeDecodeError):
+        raise _Unusable(f"its file manifest {FILES_MANIFEST} is garbled") from None
+    for rel, digest in sorted(digests.items()):
+        full = os.path.join(folder, rel)
+        if not os.path.exists(full):
+            raise _Unusable(f"the file {rel} is missing")
+        if integrity.file_digest(full) != digest:
+            raise _Unusable(f"the file {rel} differs from its recorded SHA-256 (altered or "
+                            "damaged)")
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    from absl import logging as absl_logging
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
+
+
+class _Unusable(Exception):
+    """A checkpoint step that cannot be used; ``empty`` when the folder holds no checkpoint."""
+
+    def __init__(self, message: str, empty: bool = False):
+        super().__init__(message)
+        self.empty = empty
+
+
+def _step_dir(manager: ocp.CheckpointManager, step: int) -> str:
+    return os.path.join(str(manager.directory), str(step))
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
-    """Checkpoint ``step`` restored into ``abstract_state``'s structure and shardings."""
+    """Checkpoint ``step`` restored into ``abstract_state``'s structure and shardings, its
+    content checksum verified; CheckpointError (naming the folder) if it does not verify."""
+    try:
+        return _restore_verified(manager, step, abstract_state)
+    except _Unusable as err:
+        raise CheckpointError(f"checkpoint {_step_dir(manager, step)} is unusable: "
+                              f"{err}.") from None
+
+
+def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
+    folder = _step_dir(manager, step)
+    if not os.path.isdir(os.path.join(folder, "default")):
+        raise _Unusable("the step folder is empty or incomplete (no 'default' item)",
+                        empty=not os.path.isdir(folder) or not os.listdir(folder))
+    _check_file_manifest(folder)
+    try:
+        with _quiet_absl():  # Orbax logs a warning about the item it is not asked to read
+            expected = (manager.metadata(step).custom_metadata or {}).get(integrity.DIGEST_KEY)
+    except Exception as err:  # noqa: BLE001 - any unreadable metadata makes the step unusable
+        raise _Unusable(f"its metadata is unreadable ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
     target = flax.serialization.to_state_dict(abstract_state)
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as err:  # noqa: BLE001 - TensorStore/OCDBT/JSON errors of a damaged file
+        raise _Unusable(f"it cannot be read ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
+    if expected is None:
+        _warn(f"checkpoint {folder} has no content checksum (written before fosc_jax recorded "
+              "them); restored unverified.")
+    else:
+        found = integrity.tree_digest(restored)
+        if found != expected:
+            raise _Unusable(f"its content checksum does not match (stored {expected[:12]}..., "
+                            f"found {found[:12]}...): a file in it was altered or damaged")
     return flax.serialization.from_state_dict(abstract_state, restored)
 
 
+def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: Any, *,
+                        quarantine: Optional[str] = None,
+                        say: Callable[[str], None] = _warn) -> tuple[Optional[Any], Optional[int]]:
+    """(state, step) of the newest checkpoint that verifies, or (None, None) if there is none.
+
+    Newer steps that fail (checksum mismatch, unreadable file, empty or incomplete folder) are
+    reported through ``say`` and skipped. With ``quarantine`` (a folder; training passes
+    WORKDIR/corrupt_checkpoints) they are moved there, on process 0, so the resumed run can
+    save those steps again. If steps exist but every one holding data is corrupt,
+    CheckpointError: starting afresh would silently discard the run.
+    """
+    import jax
+    from jax.experimental import multihost_utils
+
+    bad: list[tuple[int, _Unusable]] = []
+    state, good = None, None
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            state, good = _restore_verified(manager, step, abstract_state), step
+            break
+        except _Unusable as err:
+            bad.append((step, err))
+            say(f"checkpoint {_step_dir(manager, step)} is unusable: {err}; "
+                + ("skipping it." if err.empty else "falling back to the previous one."))
+    if bad and quarantine is not None:
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("fosc_jax:quarantine")  # all have decided
+        if jax.process_index() == 0:
+            os.makedirs(quarantine, exist_ok=True)
+            for step, _ in bad:
+                dest = os.path.join(quarantine, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(_step_dir(manager, step), dest)
+                say(f"moved checkpoint step {step} to {dest}")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("fosc_jax:quarantined")
+        manager.reload()
+    if good is None and any(not err.empty for _, err in bad):
+        detail = "; ".join(f"step {s}: {e}" for s, e in bad)
+        raise CheckpointError(
+            f"no usable checkpoint in {manager.directory} ({detail}); restore the folder from "
+            "a backup, or move it aside to start the run afresh.")
+    if good is not None and bad:
+        say(f"using checkpoint step {good}, the newest that verifies.")
+    return state, good
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Optional[Any]:
-    """The latest checkpoint restored into ``abstract_state``'s structure, or None."""
-    step = manager.latest_step()
-    return None if step is None else restore(manager, step, abstract_state)
+    """The newest checkpoint that verifies, restored into ``abstract_state``, or None."""
+    return restore_newest_good(manager, abstract_state)[0]
 
 
 def truncate_metrics(workdir: str, epoch: int) -> None:
-    """Drop metric lines of epochs >= ``epoch`` (written after the resumed checkpoint)."""
+    """Drop metric lines of epochs >= ``epoch`` (written after the resumed checkpoint); a
+    partial last line (a crash mid-write, no newline) is dropped with a warning."""
     path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return
     with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line)["epoch"] < epoch]
+        text = f.read()
+    if text and not text.endswith("\n"):
+        head, _, tail = text.rpartition("\n")
+        try:
+            json.loads(tail)
+            text += "\n"
+        except json.JSONDecodeError:
+            _warn(f"{path}: dropped a partial last line ({len(tail)} bytes, a crash "
+                  "mid-write).")
+            text = head + "\n" if head else ""
+    rows = [json.dumps(row, sort_keys=True) + "\n" for row in _parse_metrics(path, text)
+            if row["epoch"] < epoch]
     _atomic_write(path, "".join(rows))
 
 
@@ -134,18 +358,24 @@ def read_metrics(workdir: str) -> list[dict]:
     path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return _parse_metrics(path, f.read())
+
+
+def _parse_metrics(path: str, text: str) -> list[dict]:
     rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{i}: not JSON ({err}).") from err
-            if "epoch" not in row:
-                raise ValueError(f"{path}:{i}: the row has no 'epoch' key.")
-            rows.append(row)
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RunFileError(f"{path}:{i}: not JSON ({err}); expected one JSON object per "
+                               "line as train.py writes them.") from err
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise RunFileError(f"{path}:{i}: the row has no integer 'epoch' key; expected one "
+                               "JSON object per line as train.py writes them.")
+        rows.append(row)
     return rows
 
 
@@ -156,11 +386,9 @@ def save_fosc_sample(workdir: str, epoch: int, fosc: np.ndarray, loss: np.ndarra
     os.makedirs(folder, exist_ok=True)
     idx = np.random.default_rng(seed + epoch).permutation(len(fosc))[:size]
     path = os.path.join(folder, f"epoch_{epoch:04d}.npz")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, fosc=fosc[idx].astype(np.float32), loss=loss[idx].astype(np.float32),
-                 num_steps=num_steps[idx].astype(np.int32))
-    os.replace(tmp, path)
+    integrity.atomic_write(path, lambda f: np.savez(
+        f, fosc=fosc[idx].astype(np.float32), loss=loss[idx].astype(np.float32),
+        num_steps=num_steps[idx].astype(np.int32)), binary=True)
 
 
 EXPORT_FILE = "variables.npz"
@@ -174,10 +402,8 @@ def export_classifier(workdir: str, out_dir: str, step: Optional[int] = None) ->
     clf = load_classifier(workdir, step)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(clf.variables), sep="/")
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp_", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in flat.items()})
-    os.replace(tmp, os.path.join(out_dir, EXPORT_FILE))
+    integrity.atomic_write(os.path.join(out_dir, EXPORT_FILE), lambda f: np.savez(
+        f, **{k: np.asarray(v) for k, v in flat.items()}), binary=True)
     _atomic_write(os.path.join(out_dir, CONFIG_FILE), clf.config.to_json(indent=2))
     _atomic_write(os.path.join(out_dir, EXPORT_META),
                   json.dumps({"epoch": int(clf.epoch),
@@ -221,11 +447,18 @@ def load_classifier(workdir: str, step: Optional[int] = None):
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; "
                                 "train first (python train.py --workdir ...).")
-    step = max(steps) if step is None else step
-    if step not in steps:
+    if step is not None and step not in steps:
         raise ValueError(f"no checkpoint at step {step} in {workdir}; have {sorted(steps)}.")
     num_classes, shape = KNOWN_DATASETS[config.data.name]
     trainer = Trainer(config, shape, num_classes)
-    state = restore(manager, step, trainer.abstract_state())
-    manager.close()
+    try:
+        if step is not None:  # the step asked for, or CheckpointError: no silent substitute
+            state = restore(manager, step, trainer.abstract_state())
+        else:
+            state, good = restore_newest_good(manager, trainer.abstract_state())
+            if state is None:
+                raise FileNotFoundError(f"no checkpoint in {manager.directory} holds a model; "
+                                        "train first (python train.py --workdir ...).")
+    finally:
+        manager.close()
     return trainer.classifier(state)

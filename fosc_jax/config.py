@@ -6,10 +6,13 @@ field, the bad value and the accepted values.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Optional
 
 import ml_collections
+
+from fosc_jax.errors import UserError
 
 DATASETS = ("mnist", "cifar10")
 DEFENSES = ("unsecured", "standard", "curriculum", "dynamic", "fgsm_pgd")
@@ -21,7 +24,7 @@ AUGMENTS = ("none", "cifar")
 SUBSETS = ("random", "first")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config field holds a value the run cannot use."""
 
 
@@ -136,6 +139,23 @@ def _one_of(config: ml_collections.ConfigDict, field: str, choices) -> None:
         _fail(field, value, f"expected one of {list(choices)}")
 
 
+def _number(config: ml_collections.ConfigDict, field: str, lo: float, hi: float = math.inf,
+            lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> None:
+    """``field`` must be a finite number (an int if ``integer``) in the given interval."""
+    value = config
+    for part in field.split("."):
+        value = value[part]
+    left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+    kind = "an integer" if integer else "a finite number"
+    where = f"{left}{lo:g}, {hi:g}{right}".replace("inf]", "inf)")
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and (not integer or float(value).is_integer()) and math.isfinite(value)
+          and (value > lo if lo_open else value >= lo)
+          and (value < hi if hi_open else value <= hi))
+    if not ok:
+        _fail(field, value, f"must be {kind} in {where}")
+
+
 def step_size(config: ml_collections.ConfigDict) -> float:
     """The attack step: the configured one, or eps / 4 (the paper's default)."""
     return config.attack.step_size if config.attack.step_size is not None else config.attack.eps / 4
@@ -155,8 +175,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
     _one_of(config, "defense.fosc_origin", FOSC_ORIGINS)
     _one_of(config, "data.augment", AUGMENTS)
     _one_of(config, "data.subset", SUBSETS)
-    if not config.attack.eps > 0:
-        _fail("attack.eps", config.attack.eps, "must be > 0 (e.g. 0.3 for MNIST, 8/255 for CIFAR-10)")
+    if not (isinstance(config.attack.eps, (int, float)) and 0 < config.attack.eps <= 1):
+        _fail("attack.eps", config.attack.eps, "must be > 0 and <= 1 (pixels lie in [0, 1]; e.g. "
+              "0.3 for MNIST, 8/255 for CIFAR-10)")
     if config.attack.step_size is not None and not config.attack.step_size > 0:
         _fail("attack.step_size", config.attack.step_size, "must be > 0, or None for eps/4")
     if int(config.attack.num_steps) < 1:
@@ -187,6 +208,21 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
         _fail("eval.num_examples", config.eval.num_examples, "must be >= 0")
     if config.eval.batch_size < 1:  # any size: evaluation pads its batches to the devices
         _fail("eval.batch_size", config.eval.batch_size, "must be >= 1")
+    # Numbers that used to slip through (NaN/inf train silently; 0 or negatives fail late).
+    _number(config, "seed", 0, integer=True)
+    _number(config, "defense.c_max", 0)
+    _number(config, "optim.lr", 0, lo_open=True)
+    _number(config, "optim.momentum", 0, 1)
+    _number(config, "optim.weight_decay", 0)
+    _number(config, "optim.lr_drop_factor", 0, 1, lo_open=True)
+    _number(config, "data.train_limit", 0, integer=True)
+    _number(config, "stop_after_epochs", 0, integer=True)
+    _number(config, "fosc_sample_size", 0, integer=True)
+    _number(config, "checkpoint_every", 1, integer=True)
+    if not (isinstance(config.checkpoint_keep, int) and config.checkpoint_keep >= 1):
+        _fail("checkpoint_keep", config.checkpoint_keep,
+              "must be an integer >= 1 (0 would delete every checkpoint, this run's and any "
+              "it resumes)")
     if int(config.log_every) < 1:
         _fail("log_every", config.log_every, "must be >= 1")
     if int(config.steps_per_call) < 1:

@@ -88,7 +88,8 @@ def fosc_bins(fosc: Any, correct: Any, loss: Any, num_bins: int = 20, lo: float 
 
 def _check_run(run: str) -> str:
     if not os.path.isdir(run):
-        raise ValueError(f"run directory {run!r} does not exist.")
+        from fosc_jax.errors import RunFileError
+        raise RunFileError(f"run directory {run!r} does not exist.")
     return run
 
 
@@ -353,6 +354,11 @@ def _int_list(text: str) -> list[int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
+    from fosc_jax.errors import cli_guard
+    return cli_guard(_main)(argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
     from fosc_jax.cli_help import listing
     p = argparse.ArgumentParser(prog="python -m fosc_jax.report",
                                 description=__doc__.split("\n")[0], epilog=listing(),

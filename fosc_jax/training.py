@@ -26,13 +26,15 @@ from jax import Array
 from fosc_jax import checkpointing, defenses, legacy, parallel, schedules, tensorboard
 from fosc_jax.attacks import AttackResult, PGDLoop
 from fosc_jax.classifier import Classifier
-from fosc_jax.config import validate_config
+from fosc_jax.config import ConfigError, validate_config
 from fosc_jax.data import Dataset, epoch_permutation, get_augment, load_dataset, to_float
 from fosc_jax.data import subset
 from fosc_jax.defenses import AttackSettings
+from fosc_jax.errors import NonFiniteError, data_errors
 from fosc_jax.evaluation.api import subset_indices
 from fosc_jax.losses import cross_entropy
 from fosc_jax.models import get_model
+from fosc_jax.workdir_lock import WorkdirLock
 
 @flax.struct.dataclass
 class TrainState:
@@ -199,7 +201,12 @@ class Trainer:
         params = optax.apply_updates(state.params, updates)
         clean_logits = self.model.apply({"params": state.params,
                                          "batch_stats": state.batch_stats}, x, train=False)
+        # One flag per step, fetched with the other metrics at the chunk boundary.
+        finite = jnp.isfinite(loss)
+        for leaf in jax.tree_util.tree_leaves((params, batch_stats)):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
         metrics = {
+            "finite": finite,
             "train_loss": loss,
             "train_adv_acc": jnp.mean(jnp.argmax(logits, -1) == y),
             "train_clean_acc": jnp.mean(jnp.argmax(clean_logits, -1) == y),
@@ -307,14 +314,20 @@ class EpochLog:
     num_steps: list = dataclasses.field(default_factory=list)
     adv_loss: list = dataclasses.field(default_factory=list)
 
-    def add(self, metrics: dict) -> None:
-        metrics = jax.device_get(metrics)
+    def add(self, metrics: dict) -> Optional[int]:
+        """Accumulate a chunk; returns the index of its first non-finite step (None if all
+        are finite). Collective in a multi-process run (arrays span processes)."""
+        metrics = parallel.to_host(metrics)
+        bad = np.flatnonzero(~np.asarray(metrics.get("finite", True)).reshape(-1))
+        if bad.size:
+            return int(bad[0])
         for name in ("train_loss", "train_adv_acc", "train_clean_acc", "attack_steps_mean"):
             self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(metrics[name]))
         self.steps += len(metrics["train_loss"])
         self.fosc.append(np.asarray(metrics["fosc"]).reshape(-1))
         self.num_steps.append(np.asarray(metrics["num_steps"]).reshape(-1))
         self.adv_loss.append(np.asarray(metrics["adv_loss"]).reshape(-1))
+        return None
 
     def means(self) -> dict:
         return {k: v / max(self.steps, 1) for k, v in self.sums.items()}
@@ -336,9 +349,11 @@ def _progress(total: int, desc: str, quiet: bool):
 def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
     """The configured data set; with ``data.train_limit`` N, N training examples chosen by
     ``data.subset`` ("random": seeded by ``config.seed``; "first"). Warns when the training
-    set lacks a class."""
+    set lacks a class. A source that cannot be read raises DataError (the loader's message,
+    prefixed by the fields)."""
     source, name = config.data.source, config.data.name
-    ds = load_dataset(source, name, data_dir=config.data.data_dir)
+    with data_errors(f"config.data.source = {source!r} with data.name = {name!r}"):
+        ds = load_dataset(source, name, data_dir=config.data.data_dir)
     if config.data.train_limit:
         idx = subset.subset_indices(len(ds.y_train), int(config.data.train_limit),
                                     config.data.get("subset", "random"), int(config.seed))
@@ -348,27 +363,36 @@ def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
 
 
 class PreemptionFlag:
-    """Set by SIGTERM (what schedulers and preemptible TPU/GPU VMs send before killing a job).
+    """Set by SIGTERM (what schedulers and preemptible TPU/GPU VMs send before killing a job)
+    or SIGINT (Ctrl-C); a second SIGINT interrupts at once (KeyboardInterrupt).
 
     The training loop checks it at every logging chunk, saves a checkpoint of the exact
     mid-epoch state and returns; rerunning the command resumes bitwise-identically.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self, install: bool = True):
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
         if install and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):  # noqa: ARG002
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.requested = True
+        print(f"received {signal.Signals(signum).name}: checkpointing at the next chunk "
+              "boundary, then exiting", flush=True)
 
     def __call__(self, step: int) -> bool:  # noqa: ARG002
         return self.requested
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -387,31 +411,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     parallel.maybe_initialize_distributed()
     mesh = mesh if mesh is not None else parallel.make_mesh()
     validate_config(config, num_devices=mesh.size, check_data=dataset is None)
-    os.makedirs(workdir, exist_ok=True)
-    checkpointing.check_or_write_config(workdir, config)
+    primary = parallel.is_primary()
+    lock = WorkdirLock(workdir) if primary else None  # one training per workdir
+    try:
+        return _train_locked(config, workdir, dataset, mesh, should_stop, primary)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(config, workdir, dataset, mesh, should_stop, primary) -> dict:
+    """train_and_evaluate once the workdir is locked: every check, then config.json, then
+    training. Nothing is written before the run is known to be able to start."""
+    checkpointing.check_config(workdir, config)
     ds = dataset if dataset is not None else load_training_data(config)
     if ds.x_train.shape[0] < config.batch_size:
-        raise ValueError(f"config.batch_size = {config.batch_size} exceeds the {ds.x_train.shape[0]} "
-                         "training examples; lower it or raise data.train_limit.")
+        raise ConfigError(f"config.batch_size = {config.batch_size} is invalid: it exceeds the "
+                          f"{ds.x_train.shape[0]} training examples of data.source = "
+                          f"{config.data.source!r} (after data.train_limit); lower it or raise "
+                          "data.train_limit.")
+    sizes = {"train_examples": int(ds.x_train.shape[0]), "test_examples": int(ds.x_test.shape[0])}
+    checkpointing.check_data_sizes(workdir, config, sizes)
     steps_per_epoch = ds.x_train.shape[0] // config.batch_size
     trainer = Trainer(config, ds.x_train.shape[1:], ds.num_classes, steps_per_epoch, mesh)
     manager = checkpointing.make_manager(workdir, config)
-    state = checkpointing.restore_latest(manager, trainer.abstract_state())
-    if state is None:
-        state = trainer.init_state(jax.random.PRNGKey(config.seed))
-    start_epoch = int(state.epoch)
-    skip = int(state.step) - start_epoch * steps_per_epoch  # > 0: preempted mid-epoch
-    legacy.migrate_run(workdir)  # 0-based epochs of older versions -> 1-based
-    checkpointing.truncate_metrics(workdir, start_epoch + 1)  # rows are 1-based
-    if int(state.step):
-        print(f"resumed {workdir} at epoch {start_epoch + 1}, step {int(state.step)}", flush=True)
-    flag = PreemptionFlag(install=should_stop is None)
-    should_stop = should_stop or flag
     try:
-        return _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip,
-                       should_stop, mesh)
+        state, _ = checkpointing.restore_newest_good(
+            manager, trainer.abstract_state(),
+            quarantine=os.path.join(workdir, checkpointing.CORRUPT_DIR))
+        if primary:  # the run can start: only now record its config and data
+            checkpointing.write_config(workdir, config)
+            checkpointing.write_data_sizes(workdir, config, sizes)
+        if state is None:
+            state = trainer.init_state(jax.random.PRNGKey(config.seed))
+        start_epoch = int(state.epoch)
+        skip = int(state.step) - start_epoch * steps_per_epoch  # > 0: preempted mid-epoch
+        if primary:
+            legacy.migrate_run(workdir)  # 0-based epochs of older versions -> 1-based
+            checkpointing.truncate_metrics(workdir, start_epoch + 1)  # rows are 1-based
+        if start_epoch >= config.num_epochs:
+            print(f"{workdir}: the run is complete ({start_epoch} of {config.num_epochs} epochs, "
+                  "nothing to do); raise --config.num_epochs to train further.", flush=True)
+            return {}
+        if int(state.step) and primary:
+            print(f"resumed {workdir} at epoch {start_epoch + 1}, step {int(state.step)}",
+                  flush=True)
+        flag = PreemptionFlag(install=should_stop is None)
+        try:
+            return _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip,
+                           should_stop or flag, mesh)
+        finally:
+            flag.restore()
     finally:
-        flag.restore()
         manager.wait_until_finished()
         manager.close()
 
@@ -427,6 +478,12 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
                 else np.arange(0))  # the same seeded subset every epoch
     x_eval, y_eval = ds.x_test[test_idx], ds.y_test[test_idx].astype(np.int32)
     chunk = max(1, min(int(config.log_every), steps_per_epoch))
+    primary = parallel.is_primary()
+    say = functools.partial(print, flush=True) if primary else (lambda *a, **k: None)
+
+    def stop_requested() -> bool:  # the same answer on every process
+        return parallel.any_process(should_stop(int(state.step)))
+
     last, events = {}, None
     end_epoch = config.num_epochs
     if config.stop_after_epochs:
@@ -440,21 +497,26 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
         state = state.replace(epoch=jnp.int32(epoch))
         first = skip if epoch == start_epoch else 0
         epoch_log, t0 = EpochLog(), time.time()
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{config.num_epochs}", config.quiet)
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{config.num_epochs}",
+                        config.quiet or not primary)
         bar.update(first)
         for start in range(first, steps_per_epoch, chunk):
             state, metrics = trainer.run_steps(state, x_train, y_train,
                                                perm[start:start + chunk], settings)
-            epoch_log.add(metrics)
+            bad = epoch_log.add(metrics)
+            if bad is not None:
+                bar.close()
+                first_bad = int(state.step) - len(metrics["train_loss"]) + bad + 1  # 1-based
+                _non_finite(workdir, manager, first_bad, epoch)
             bar.update(len(metrics["train_loss"]))
             means = epoch_log.means()
             bar.set_postfix(loss=f"{means['train_loss']:.3f}",
                             adv_acc=f"{means['train_adv_acc']:.3f}")
-            if start + chunk < steps_per_epoch and should_stop(int(state.step)):
+            if start + chunk < steps_per_epoch and stop_requested():
                 bar.close()
-                checkpointing.save(manager, int(state.step), state)
-                print(f"stopped at step {int(state.step)} (epoch {epoch + 1}); checkpoint "
-                      "saved, rerun the same command to resume", flush=True)
+                _save(manager, state, mesh)
+                say(f"stopped at step {int(state.step)} (epoch {epoch + 1}); checkpoint "
+                    "saved, rerun the same command to resume")
                 return last
         bar.close()
         seconds = time.time() - t0
@@ -472,22 +534,41 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
                **_fosc_summary(fosc_all), "test_clean_acc": clean_acc, "test_pgd10_acc": pgd_acc,
                "images_per_sec": epoch_log.steps * trainer.batch_size / seconds,
                "seconds": seconds, "resumed_mid_epoch": first > 0}
-        steps_all = np.concatenate(epoch_log.num_steps)
-        checkpointing.save_fosc_sample(workdir, epoch + 1, fosc_all,
-                                       np.concatenate(epoch_log.adv_loss), steps_all,
-                                       int(config.fosc_sample_size), config.seed)
-        checkpointing.append_metrics(workdir, row)
-        events = events or tensorboard.EventWriter(workdir)
-        tensorboard.write_epoch(events, row, fosc_all, steps_all)
-        if ((epoch + 1) % int(config.checkpoint_every) == 0 or epoch + 1 == end_epoch
-                or should_stop(int(state.step))):
-            checkpointing.save(manager, int(state.step), state)
-        print(_summary_line(row), flush=True)  # one line per epoch, also in quiet mode
+        if primary:
+            steps_all = np.concatenate(epoch_log.num_steps)
+            checkpointing.save_fosc_sample(
+                workdir, epoch + 1, fosc_all, np.concatenate(epoch_log.adv_loss), steps_all,
+                int(config.fosc_sample_size), config.seed)
+            checkpointing.append_metrics(workdir, row)
+            events = events or tensorboard.EventWriter(workdir)
+            tensorboard.write_epoch(events, row, fosc_all, steps_all)
+        stop = stop_requested()
+        if (epoch + 1) % int(config.checkpoint_every) == 0 or epoch + 1 == end_epoch or stop:
+            _save(manager, state, mesh)
+        say(_summary_line(row))  # one line per epoch, also in quiet mode
         last = row
-        if should_stop(int(state.step)):
-            print(f"stopped after epoch {epoch + 1}; rerun the same command to resume", flush=True)
+        if stop:
+            say(f"stopped after epoch {epoch + 1}; rerun the same command to resume")
             break
     return last
+
+
+def _save(manager, state: TrainState, mesh) -> None:
+    """Checkpoint ``state`` at its global step; scalars set on the host (epoch, curriculum)
+    are first placed like the rest, which multi-process Orbax saves need."""
+    checkpointing.save(manager, int(state.step), parallel.replicate(state, mesh))
+
+
+def _non_finite(workdir: str, manager, step: int, epoch: int) -> None:
+    """Stop the run: step ``step`` (1-based global count) made the loss or weights NaN/Inf.
+    Nothing of it is saved, so the newest checkpoint is the last good state."""
+    newest = manager.latest_step()
+    kept = (f"the newest checkpoint (step {newest}, {workdir}/checkpoints) is the last good "
+            "state" if newest is not None else "no checkpoint was saved")
+    raise NonFiniteError(
+        f"training diverged: the loss or the weights became NaN/Inf at step {step} (epoch "
+        f"{epoch + 1}); nothing from that step on was saved and {kept}. Lower optim.lr or "
+        "check the data, then rerun (a rerun resumes from the newest checkpoint).")
 
 
 def _update_curriculum(config, state, classifier, x_eval, y_eval, mesh) -> TrainState:

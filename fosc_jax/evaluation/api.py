@@ -222,7 +222,11 @@ def evaluate_workdirs(workdirs: Sequence[str], *, num_examples: Optional[int] = 
         data_key = (_config_get(clf.config, "data.source"), _config_get(clf.config, "data.name"),
                     _config_get(clf.config, "data.data_dir"))
         if data_key not in datasets:
-            datasets[data_key] = load_dataset(data_key[0], data_key[1], data_dir=data_key[2])
+            from fosc_jax.errors import data_errors
+            with data_errors(f"{workdir}: data.source = {data_key[0]!r} with data.name = "
+                             f"{data_key[1]!r}"):
+                datasets[data_key] = load_dataset(data_key[0], data_key[1],
+                                                  data_dir=data_key[2])
         ds = datasets[data_key]
         idx = subset_indices(len(ds.y_test), num_examples, data_seed)
         record = evaluate_classifier(clf, ds.x_test[idx], ds.y_test[idx],

@@ -243,9 +243,9 @@ def run_batched(call: Callable[[jax.Array, jax.Array, int], dict], x: np.ndarray
         sl = slice(b * size, (b + 1) * size)
         result = call(placement.batch(x[sl]), placement.batch(y[sl]), b)
         if pending is not None:
-            outs.append(jax.tree.map(np.asarray, pending))
+            outs.append(parallel.to_host(pending))  # multi-process: gathered
         pending = result
-    outs.append(jax.tree.map(np.asarray, pending))
+    outs.append(parallel.to_host(pending))
     if isinstance(outs[0], dict):
         return {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
     return np.concatenate(outs)[:n]
