@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+
+from fosc_jax import integrity
 
 FOSC_FILE = re.compile(r"^epoch_(\d{4,})\.npz$")
 
@@ -37,12 +38,17 @@ def migrate_run(workdir: str) -> bool:
     path = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(path):
         with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            lines = [line for line in f if line.strip()]
+        tail = ""
+        try:
+            rows = [json.loads(line) for line in lines]
+        except json.JSONDecodeError:
+            # A partial last line (a crash mid-write) is left as it is, for the resume's
+            # truncate_metrics to drop with its warning; any other bad line is its error.
+            rows, tail = [json.loads(line) for line in lines[:-1]], lines[-1]
         if zero_based(rows):
-            fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".tmp_")
-            with os.fdopen(fd, "w") as f:
-                f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in shift(rows)))
-            os.replace(tmp, path)
+            integrity.atomic_write_text(path, "".join(
+                json.dumps(r, sort_keys=True) + "\n" for r in shift(rows)) + tail)
             changed = True
     if fosc_zero_based(workdir):
         folder = os.path.join(workdir, "fosc")

@@ -214,7 +214,7 @@ def test_corrupt_checkpoint_falls_back_and_run_files_keep_the_umask(tmp_path, ca
     assert "dropped a partial last line" in out.err
     moved_aside = os.listdir(os.path.join(workdir, checkpointing.CORRUPT_DIR))
     assert sorted(name.split("-")[0] for name in moved_aside) == ["12", "8"]
-    assert [r["epoch"] for r in checkpointing.read_metrics(workdir)] == [0, 1]
+    assert [r["epoch"] for r in checkpointing.read_metrics(workdir)] == [1, 2]  # 1-based epochs
     for a, b in zip(reference, _params(checkpointing.load_classifier(workdir))):
         np.testing.assert_array_equal(a, b)  # retrained epoch 2 bitwise as before
 
@@ -252,8 +252,8 @@ def test_non_finite_training_stops_at_the_first_bad_step(tmp_path, monkeypatch):
                            mesh=parallel.make_mesh(1))
     steps = sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
     assert steps == [4]
-    assert [r["epoch"] for r in checkpointing.read_metrics(workdir)] == [0]
-    assert not os.path.exists(os.path.join(workdir, "fosc", "epoch_0001.npz"))
+    assert [r["epoch"] for r in checkpointing.read_metrics(workdir)] == [1]
+    assert not os.path.exists(os.path.join(workdir, "fosc", "epoch_0002.npz"))  # the bad epoch
     assert all(np.isfinite(a).all() for a in _params(checkpointing.load_classifier(workdir)))
 
 
@@ -351,12 +351,12 @@ def test_two_processes_train_resume_and_evaluate_like_one_with_two_devices(tmp_p
     written = [os.path.join(r, f) for r, _, fs in os.walk(workdir) for f in fs
                if "checkpoints" not in r]
     assert {os.path.relpath(p, workdir) for p in written} >= {
-        ".lock", "config.json", "data_sizes.json", "metrics.jsonl", "fosc/epoch_0000.npz",
+        ".lock", "config.json", "data_sizes.json", "metrics.jsonl", "fosc/epoch_0001.npz",
         "eval/results.json"}
     assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {"0o644"}
 
     two = checkpointing.read_metrics(workdir)
-    assert [r["epoch"] for r in two] == [0] and two[0]["resumed_mid_epoch"] is True
+    assert [r["epoch"] for r in two] == [1] and two[0]["resumed_mid_epoch"] is True
     for a, b in zip(_params(checkpointing.load_classifier(reference)),
                     _params(checkpointing.load_classifier(workdir))):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
