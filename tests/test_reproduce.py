@@ -37,7 +37,9 @@ def test_scales_compress_the_schedule_in_proportion():
 def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, capsys):
     out = str(tmp_path / "repro")
     args = ["mnist", "--scale", "paper", "--smoke", "--data", "bundled", "--out", out]
-    assert cli.main(args) == 0
+    # Every stage but AutoAttack (its attacks and runner have their own tests; compiling them
+    # for mnist_cnn would add a minute to CI).
+    assert cli.main(args + ["--stages", "train,export,eval,report"]) == 0
     first = capsys.readouterr().out
     assert "first epoch took" in first and "training left" in first
     text = open(os.path.join(out, "RESULTS.md")).read()
@@ -49,16 +51,13 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
         assert rec["clean"]["n"] == 100
         assert (rec["black_box"] is None) == (run.role == "surrogate")
         assert os.path.exists(os.path.join(out, "models", run.name, "variables.npz"))
-    aa = json.load(open(os.path.join(out, "eval", "autoattack", "dynamic_s0.json")))
-    assert aa["autoattack"]["version"] == "cpu" and aa["clean"]["n"] == 20
-    assert "NOT the standard version" in text
+    assert "AutoAttack: not run yet" in text
     for fig in ("fig1a_dynamic_s0.png", "fosc_density.png", "eps_sweep.png", "collapse.png"):
         assert os.path.getsize(os.path.join(out, "figures", fig)) > 1000
     # Rerunning skips every finished stage.
-    assert cli.main(args[:-2] + ["--out", out, "--stages", "train,export,eval,autoattack"]) == 0
+    assert cli.main(args + ["--stages", "train,export,eval"]) == 0
     again = capsys.readouterr().out
-    assert again.count("finished") == len(RUNS)
-    assert "[eval]" not in again and "[autoattack]" not in again
+    assert again.count("finished") == len(RUNS) and "[eval]" not in again
 
 
 def test_cli_refuses_missing_data_in_one_line(capsys, monkeypatch):

@@ -345,7 +345,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(L))
     os.replace(path + ".tmp", path)
-    if readme and update_readme(readme, readme_table(
+    if readme and records and update_readme(readme, readme_table(
             runs, records, scale, os.path.relpath(path, os.path.dirname(os.path.abspath(readme))))):
         log(f"[report] updated the results table in {readme}")
     return path
