@@ -1,10 +1,10 @@
 """L-inf attacks as one masked PGD loop: fgsm, pgd, cw_inf and dynamic_pgd configure it.
 
-Every attack in the paper is the same loop with different settings (see
-``shared/design.md``): a per-example step budget, a step size, a FOSC threshold and a random
-start. The loop is one ``lax.while_loop`` that exits as soon as no example is still active, so
-a batch whose examples all converge after two steps costs three gradient evaluations (the one
-at the start point and one per step), not K + 1.
+Every attack in the paper is the same loop with different settings: a per-example step
+budget, a step size, a FOSC threshold and a random start. The steps are unrolled at trace time
+by default (fastest on XLA:CPU); with ``unroll=k`` they run as a ``lax.while_loop`` over blocks
+of k steps that exits once no example is still active, so a batch whose examples all converge
+early costs fewer gradient evaluations (``dynamic_pgd`` uses this by default).
 
 An attack takes ``logits_fn``, a pure function from a batch in [0, 1] to logits [B, C].
 Gradients of each example's loss come from differentiating the SUM of per-example losses, so

@@ -1,6 +1,6 @@
 """Defenses as pure schedules: (config, epoch, state) -> AttackSettings for the masked loop.
 
-Every defense trains with the same step; only the attack settings differ (shared/design.md):
+Every defense trains with the same step; only the attack settings differ:
 
 | defense    | budget per example        | step size | threshold | random start |
 | unsecured  | 0 (no attack)             | -         | -         | -            |
