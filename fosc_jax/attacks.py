@@ -27,10 +27,12 @@ from jax import Array
 from fosc_jax._checks import (check_eps, check_labels, check_logits, check_positive,
                               is_concrete)
 from fosc_jax.criterion import fosc as fosc_fn
-from fosc_jax.losses import cross_entropy, cw_margin, get_loss
+from fosc_jax.losses import AttackLoss, cross_entropy, cw_margin, resolve_loss
 
 LogitsFn = Callable[[Array], Array]
 Scalar = Union[float, Array]
+Loss = Union[str, AttackLoss]   # a registered name ("ce", "cw") or a function
+FOSC_ORIGINS = ("clean", "start")  # FOSC measured from x0 (paper) or the random start
 
 
 @flax.struct.dataclass
@@ -105,12 +107,10 @@ class PGDLoop:
     def __init__(self, logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
                  step_size: Scalar, max_steps: int, budget: Optional[Array] = None,
                  threshold: Scalar = -jnp.inf, random_start: bool = True,
-                 loss: str = "ce", kappa: float = 50.0, fosc_origin: str = "clean",
-                 record_trace: bool = False):
-        per_example_loss = get_loss(loss)
-        if per_example_loss is cw_margin:
-            per_example_loss = lambda z, t: cw_margin(z, t, kappa)  # noqa: E731
-        self.per_example_loss, self.logits_fn, self.y = per_example_loss, logits_fn, y
+                 loss: Loss = "ce", kappa: float = 50.0, fosc_origin: str = "clean",
+                 record_trace: bool = False, start_std: Optional[float] = None):
+        self.per_example_loss = resolve_loss(loss, kappa)
+        self.logits_fn, self.y = logits_fn, y
         self.batch, self.ndim = batch, ndim = x0.shape[0], x0.ndim
         self.max_steps, self.record_trace, self.threshold = max_steps, record_trace, threshold
         x0 = jax.lax.stop_gradient(jnp.asarray(x0, jnp.float32))
@@ -121,7 +121,11 @@ class PGDLoop:
                        else jnp.asarray(budget, jnp.int32))
         self.lower, self.upper = jnp.maximum(x0 - eps_b, 0.0), jnp.minimum(x0 + eps_b, 1.0)
         if random_start:
-            noise = jax.random.uniform(key, x0.shape, jnp.float32, -1.0, 1.0) * eps_b
+            if start_std is None:  # uniform in the ball (Madry)
+                noise = jax.random.uniform(key, x0.shape, jnp.float32, -1.0, 1.0) * eps_b
+            else:  # Gaussian (TRADES: 0.001 * N(0, 1)), kept inside the ball
+                noise = jnp.clip(start_std * jax.random.normal(key, x0.shape, jnp.float32),
+                                 -eps_b, eps_b)
             start = jnp.clip(x0 + noise, 0.0, 1.0)
             start = jnp.where(_per_example(self.budget > 0, batch, ndim) > 0, start, x0)
         else:
@@ -201,9 +205,10 @@ class PGDLoop:
 
 def masked_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
                step_size: Scalar, max_steps: int, budget: Optional[Array] = None,
-               threshold: Scalar = -jnp.inf, random_start: bool = True, loss: str = "ce",
+               threshold: Scalar = -jnp.inf, random_start: bool = True, loss: Loss = "ce",
                kappa: float = 50.0, fosc_origin: str = "clean",
-               record_trace: bool = False, unroll: Optional[int] = None) -> AttackResult:
+               record_trace: bool = False, unroll: Optional[int] = None,
+               start_std: Optional[float] = None) -> AttackResult:
     """The one attack loop: sign-gradient ascent with per-example stopping.
 
     ``active = (steps < budget) & (fosc > threshold)``; the first step is always taken by
@@ -221,8 +226,10 @@ def masked_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Sca
       max_steps: static upper bound on steps (the loop never runs longer).
       budget: optional int [B] per-example step budget in [0, max_steps].
       threshold: FOSC level c_t below which an example stops (-inf: never, +inf: after one).
-      random_start: start from x0 + U(-eps, eps) clipped to [0, 1].
-      loss: "ce" (cross-entropy) or "cw" (CW margin with ``kappa``).
+      random_start: start from x0 + U(-eps, eps) clipped to [0, 1] (or, with
+        ``start_std``, from x0 + start_std * N(0, 1) kept in the ball, as TRADES does).
+      loss: "ce" (cross-entropy), "cw" (CW margin with ``kappa``), or any function
+        ``(logits, labels) -> [B]`` (e.g. ``losses.kl_to_clean(clean_logits)``).
       fosc_origin: "clean" (paper: FOSC w.r.t. x0) or "start" (released code: w.r.t. the
         random start, so FOSC can be negative).
       record_trace: also return FOSC and loss after every iteration.
@@ -235,11 +242,16 @@ def masked_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Sca
     _validate(logits_fn, x0, y, eps, step_size, max_steps, budget)
     if unroll is not None and (not isinstance(unroll, (int, np.integer)) or unroll < 1):
         raise ValueError(f"unroll must be None or an int >= 1, got {unroll!r}.")
-    if fosc_origin not in ("clean", "start"):
-        raise ValueError(f"fosc_origin must be 'clean' or 'start', got {fosc_origin!r}.")
+    if fosc_origin not in FOSC_ORIGINS:
+        raise ValueError(f"fosc_origin must be one of {list(FOSC_ORIGINS)}, got "
+                         f"{fosc_origin!r}.")
+    if start_std is not None and not (isinstance(start_std, (int, float)) and start_std > 0):
+        raise ValueError(f"start_std must be None or a float > 0, got {start_std!r}.")
+    resolve_loss(loss, kappa)  # an unknown loss name fails here, before tracing
     loop = PGDLoop(logits_fn, x0, y, key, eps=eps, step_size=step_size, max_steps=max_steps,
                    budget=budget, threshold=threshold, random_start=random_start, loss=loss,
-                   kappa=kappa, fosc_origin=fosc_origin, record_trace=record_trace)
+                   kappa=kappa, fosc_origin=fosc_origin, record_trace=record_trace,
+                   start_std=start_std)
     state = loop.step(loop.init())  # the first step is always taken
     if unroll is None or unroll >= max_steps - 1:
         state = loop.steps(state, max_steps - 1)
@@ -249,14 +261,14 @@ def masked_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Sca
 
 
 def fgsm(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
-         random_start: bool = False, loss: str = "ce", kappa: float = 50.0) -> AttackResult:
+         random_start: bool = False, loss: Loss = "ce", kappa: float = 50.0) -> AttackResult:
     """Fast gradient sign method: one step of size eps (from x0, or a random start)."""
     return masked_pgd(logits_fn, x0, y, key, eps=eps, step_size=eps, max_steps=1,
                       random_start=random_start, loss=loss, kappa=kappa)
 
 
 def pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
-        step_size: Scalar, num_steps: int, random_start: bool = True, loss: str = "ce",
+        step_size: Scalar, num_steps: int, random_start: bool = True, loss: Loss = "ce",
         kappa: float = 50.0, record_trace: bool = False) -> AttackResult:
     """Projected gradient descent (Madry et al.): ``num_steps`` sign steps for every example."""
     return masked_pgd(logits_fn, x0, y, key, eps=eps, step_size=step_size,
@@ -274,7 +286,7 @@ def cw_inf(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
 
 def dynamic_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
                 step_size: Scalar, num_steps: int, threshold: Scalar,
-                random_start: bool = True, loss: str = "ce", kappa: float = 50.0,
+                random_start: bool = True, loss: Loss = "ce", kappa: float = 50.0,
                 fosc_origin: str = "clean", record_trace: bool = False,
                 unroll: Optional[int] = 1) -> AttackResult:
     """Dynamic PGD (Algorithm 1): each example stops once its FOSC is <= ``threshold``.

@@ -26,8 +26,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fosc_jax import integrity
-from fosc_jax.config import ConfigError
+from fosc_jax import integrity, legacy
+from fosc_jax.errors import ConfigError
 from fosc_jax.errors import CheckpointError, RunFileError
 
 CONFIG_FILE = "config.json"
@@ -235,8 +235,9 @@ def _step_dir(manager: ocp.CheckpointManager, step: int) -> str:
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
-    """Checkpoint ``step`` restored into ``abstract_state``'s structure and shardings, its
-    content checksum verified; CheckpointError (naming the folder) if it does not verify."""
+    """Checkpoint ``step`` restored into ``abstract_state``'s structure and shardings (or
+    into the target ``abstract_state(step_folder)`` returns), its content checksum
+    verified; CheckpointError (naming the folder) if it does not verify."""
     try:
         return _restore_verified(manager, step, abstract_state)
     except _Unusable as err:
@@ -256,12 +257,18 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract_state:
     except Exception as err:  # noqa: BLE001 - any unreadable metadata makes the step unusable
         raise _Unusable(f"its metadata is unreadable ({type(err).__name__}: "
                         f"{' '.join(str(err).split())[:200]})") from None
+    if callable(abstract_state):  # a target read from the folder itself
+        abstract_state = abstract_state(folder)
     target = flax.serialization.to_state_dict(abstract_state)
+    upgrade = None
     try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    except Exception as err:  # noqa: BLE001 - TensorStore/OCDBT/JSON errors of a damaged file
-        raise _Unusable(f"it cannot be read ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:200]})") from None
+        restored = _read(manager, step, target)
+    except _Unusable:  # a state saved by an older layout is read in that layout
+        old = legacy.checkpoint_target(target, _saved_keys(folder))
+        if old is None:
+            raise
+        target, upgrade = old
+        restored = _read(manager, step, target)
     if expected is None:
         _warn(f"checkpoint {folder} has no content checksum (written before fosc_jax recorded "
               "them); restored unverified.")
@@ -270,7 +277,30 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract_state:
         if found != expected:
             raise _Unusable(f"its content checksum does not match (stored {expected[:12]}..., "
                             f"found {found[:12]}...): a file in it was altered or damaged")
+    if upgrade is not None:
+        restored = upgrade(restored)
     return flax.serialization.from_state_dict(abstract_state, restored)
+
+
+def _saved_keys(folder: str) -> list[str]:
+    """Top-level keys of the state saved in a step folder (its Orbax metadata)."""
+    from etils import epath
+    try:
+        with _quiet_absl():
+            meta = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(os.path.abspath(os.path.join(folder, "default"))))
+    except Exception:  # noqa: BLE001 - no layout to recognise
+        return []
+    tree = getattr(meta, "tree", meta)
+    return list(tree) if isinstance(tree, dict) else []
+
+
+def _read(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as err:  # noqa: BLE001 - TensorStore/OCDBT/JSON errors of a damaged file
+        raise _Unusable(f"it cannot be read ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
 
 
 def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: Any, *,
@@ -412,53 +442,91 @@ def export_classifier(workdir: str, out_dir: str, step: Optional[int] = None) ->
     return out_dir
 
 
-def _load_exported(path: str):
-    from fosc_jax.classifier import Classifier
+def _model_for(config: ml_collections.ConfigDict):
+    """The config's model (its compute dtype) and the shape of one input."""
+    from fosc_jax.data import KNOWN_DATASETS
     from fosc_jax.models import get_model
+    num_classes, shape = KNOWN_DATASETS[config.data.name]
+    return get_model(config.model.name, num_classes=num_classes,
+                     dtype=config.get("model", {}).get("dtype", "float32")), shape
 
+
+def _classifier(config: ml_collections.ConfigDict, variables: dict, epoch: int, where: str):
+    """A Classifier of ``variables``, checked against the config's model (shapes)."""
+    import jax
+    import jax.numpy as jnp
+    from fosc_jax.classifier import Classifier
+
+    model, shape = _model_for(config)
+    expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                 jnp.zeros((1,) + tuple(shape)), train=False))
+    want = jax.tree_util.tree_map(lambda a: tuple(a.shape), dict(expected))
+    got = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), dict(variables))
+    if want != got:
+        raise CheckpointError(f"{where} does not hold a {config.model.name!r} for "
+                              f"{config.data.name!r} as its config.json says (the variables' "
+                              "names or shapes differ).")
+    return Classifier(model=model, variables=variables, config=config, epoch=int(epoch))
+
+
+def _load_exported(path: str):
     config = load_config(path)
     with np.load(os.path.join(path, EXPORT_FILE), allow_pickle=False) as data:
         variables = flax.traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
     with open(os.path.join(path, EXPORT_META)) as f:
         epoch = int(json.load(f)["epoch"])
-    from fosc_jax.data import KNOWN_DATASETS
-    num_classes, _ = KNOWN_DATASETS[config.data.name]
-    model = get_model(config.model.name, num_classes=num_classes)
-    return Classifier(model=model, variables=variables, config=config, epoch=epoch)
+    return _classifier(config, variables, epoch, path)
+
+
+def _whole_tree_target(folder: str) -> Any:
+    """A restore target for everything a step folder holds, shapes and dtypes from its
+    metadata, placed on one device: reading a model needs no optimizer, mesh or jit."""
+    import jax
+    from etils import epath
+
+    try:
+        with _quiet_absl():
+            meta = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(os.path.abspath(os.path.join(folder, "default"))))
+    except Exception as err:  # noqa: BLE001 - unreadable metadata makes the step unusable
+        raise _Unusable(f"its tree metadata is unreadable ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
+        getattr(meta, "tree", meta))
 
 
 def load_classifier(workdir: str, step: Optional[int] = None):
     """The model of a run in ``workdir`` at its latest checkpoint (or the one saved at
     global training ``step``), or of a folder written by :func:`export_classifier`.
 
-    Returns a :class:`~fosc_jax.classifier.Classifier` with ``.logits(x)`` (pure, jit-able,
-    inputs NHWC in [0, 1]), ``.apply(variables, x)``, ``.variables`` and ``.config``.
+    Only the model is read (parameters and BatchNorm statistics; no optimizer, mesh or
+    jit). Returns a :class:`~fosc_jax.classifier.Classifier` with ``.logits(x)`` (pure,
+    jit-able, inputs NHWC in [0, 1]), ``.apply(variables, x)``, ``.variables``, ``.config``.
     """
-    from fosc_jax.data import KNOWN_DATASETS
-    from fosc_jax.training import Trainer
-
     if os.path.exists(os.path.join(workdir, EXPORT_FILE)):
         if step is not None:
             raise ValueError(f"{workdir} holds one exported model; it has no steps to choose.")
         return _load_exported(workdir)
     config = load_config(workdir)
     manager = make_manager(workdir, config)
-    steps = manager.all_steps()
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; "
-                                "train first (python train.py --workdir ...).")
-    if step is not None and step not in steps:
-        raise ValueError(f"no checkpoint at step {step} in {workdir}; have {sorted(steps)}.")
-    num_classes, shape = KNOWN_DATASETS[config.data.name]
-    trainer = Trainer(config, shape, num_classes)
     try:
+        steps = manager.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; "
+                                    "train first (python train.py --workdir ...).")
+        if step is not None and step not in steps:
+            raise ValueError(f"no checkpoint at step {step} in {workdir}; have "
+                             f"{sorted(steps)}.")
         if step is not None:  # the step asked for, or CheckpointError: no silent substitute
-            state = restore(manager, step, trainer.abstract_state())
+            state = restore(manager, step, _whole_tree_target)
         else:
-            state, good = restore_newest_good(manager, trainer.abstract_state())
+            state, _ = restore_newest_good(manager, _whole_tree_target)
             if state is None:
                 raise FileNotFoundError(f"no checkpoint in {manager.directory} holds a model; "
                                         "train first (python train.py --workdir ...).")
     finally:
         manager.close()
-    return trainer.classifier(state)
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    return _classifier(config, variables, int(state["epoch"]), workdir)

@@ -12,24 +12,14 @@ from typing import Any, Optional
 
 import ml_collections
 
-from fosc_jax.errors import UserError
+from fosc_jax.errors import ConfigError
 
-DATASETS = ("mnist", "cifar10")
-DEFENSES = ("unsecured", "standard", "curriculum", "dynamic", "fgsm_pgd")
 BN_MODES = ("train", "eval")
 DTYPES = ("float32", "bfloat16")
-CURRICULUM_RULES = ("fixed", "plateau")
-FOSC_ORIGINS = ("clean", "start")
-AUGMENTS = ("none", "cifar")
-SUBSETS = ("random", "first")
-
-
-class ConfigError(UserError, ValueError):
-    """A config field holds a value the run cannot use."""
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Defaults: the paper's MNIST Dynamic AT setting (section 5.1 and method.md)."""
+    """Defaults: the paper's MNIST Dynamic AT setting (section 5.1 and docs/method.md)."""
     c = ml_collections.ConfigDict()
     c.name = "mnist_dynamic"
     c.seed = 0
@@ -65,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.defense.curriculum_max_k = 10
     c.defense.curriculum_patience = 10
     c.defense.fgsm_epochs = 20
+    c.defense.trades_beta = 6.0   # TRADES / Dynamic TRADES: weight of the KL term
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 0.01
@@ -127,14 +118,26 @@ def cifar_wrn_config(defense: str) -> ml_collections.ConfigDict:
     return c
 
 
+def config_get(config: Any, path, default: Any = None) -> Any:
+    """The value at ``path`` (dotted string or tuple of keys) of a ConfigDict, a dict or a
+    JSON record; ``default`` where a part is missing or None."""
+    value = config
+    for part in (path.split(".") if isinstance(path, str) else path):
+        if value is None:
+            return default
+        try:
+            value = value[part]
+        except (KeyError, TypeError, AttributeError, IndexError):
+            value = getattr(value, part, None)
+    return default if value is None else value
+
+
 def _fail(field: str, value: Any, expected: str) -> None:
     raise ConfigError(f"config.{field} = {value!r} is invalid: {expected}.")
 
 
 def _one_of(config: ml_collections.ConfigDict, field: str, choices) -> None:
-    value = config
-    for part in field.split("."):
-        value = value[part]
+    value = config_get(config, field)
     if value not in choices:
         _fail(field, value, f"expected one of {list(choices)}")
 
@@ -142,9 +145,7 @@ def _one_of(config: ml_collections.ConfigDict, field: str, choices) -> None:
 def _number(config: ml_collections.ConfigDict, field: str, lo: float, hi: float = math.inf,
             lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> None:
     """``field`` must be a finite number (an int if ``integer``) in the given interval."""
-    value = config
-    for part in field.split("."):
-        value = value[part]
+    value = config_get(config, field)
     left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
     kind = "an integer" if integer else "a finite number"
     where = f"{left}{lo:g}, {hi:g}{right}".replace("inf]", "inf)")
@@ -156,25 +157,24 @@ def _number(config: ml_collections.ConfigDict, field: str, lo: float, hi: float 
         _fail(field, value, f"must be {kind} in {where}")
 
 
-def step_size(config: ml_collections.ConfigDict) -> float:
-    """The attack step: the configured one, or eps / 4 (the paper's default)."""
-    return config.attack.step_size if config.attack.step_size is not None else config.attack.eps / 4
-
-
 def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int] = None,
                     check_data: bool = True) -> ml_collections.ConfigDict:
     """Check every field a run depends on; raise ConfigError with a fix-it message."""
-    from fosc_jax.models import MODEL_NAMES  # local: keep config importable on its own
+    # The registries own the names (imported here: config stays importable on its own).
+    from fosc_jax.attacks import FOSC_ORIGINS
+    from fosc_jax.data import AUGMENT_NAMES, KNOWN_DATASETS
+    from fosc_jax.data.subset import SUBSET_MODES
+    from fosc_jax.defenses import DEFENSES
+    from fosc_jax.models import MODEL_NAMES
 
-    _one_of(config, "data.name", DATASETS)
+    _one_of(config, "data.name", tuple(KNOWN_DATASETS))
     _one_of(config, "model.name", MODEL_NAMES)
     _one_of(config, "model.dtype", DTYPES)
-    _one_of(config, "defense.name", DEFENSES)
+    _one_of(config, "defense.name", tuple(DEFENSES))
     _one_of(config, "attack.bn_mode", BN_MODES)
-    _one_of(config, "defense.curriculum_rule", CURRICULUM_RULES)
     _one_of(config, "defense.fosc_origin", FOSC_ORIGINS)
-    _one_of(config, "data.augment", AUGMENTS)
-    _one_of(config, "data.subset", SUBSETS)
+    _one_of(config, "data.augment", AUGMENT_NAMES)
+    _one_of(config, "data.subset", SUBSET_MODES)
     if not (isinstance(config.attack.eps, (int, float)) and 0 < config.attack.eps <= 1):
         _fail("attack.eps", config.attack.eps, "must be > 0 and <= 1 (pixels lie in [0, 1]; e.g. "
               "0.3 for MNIST, 8/255 for CIFAR-10)")
@@ -186,14 +186,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
         _fail("num_epochs", config.num_epochs, "must be >= 1")
     if config.defense.c_max < 0:
         _fail("defense.c_max", config.defense.c_max, "must be >= 0")
-    if config.defense.name == "dynamic" and not 0 < config.defense.t_prime <= config.num_epochs:
-        _fail("defense.t_prime", config.defense.t_prime,
-              f"must satisfy 0 < T' <= num_epochs ({config.num_epochs}); to shorten a run "
-              f"with its schedule scaled, use train.py --epochs=N")
-    if config.defense.curriculum_max_k < 1:
-        _fail("defense.curriculum_max_k", config.defense.curriculum_max_k, "must be >= 1")
-    if config.defense.fgsm_epochs < 0:
-        _fail("defense.fgsm_epochs", config.defense.fgsm_epochs, "must be >= 0")
+    DEFENSES[config.defense.name].validate(config)  # the defense's own fields
     if not config.optim.lr > 0:
         _fail("optim.lr", config.optim.lr, "must be > 0")
     if config.optim.weight_decay < 0:

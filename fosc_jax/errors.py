@@ -23,6 +23,10 @@ class UserError(Exception):
     """Something the user can fix: a config value, a file, a path, a busy workdir."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config field holds a value the run cannot use."""
+
+
 class DataError(UserError, ValueError):
     """The configured data set cannot be loaded or does not fit the config."""
 

@@ -59,3 +59,31 @@ def migrate_run(workdir: str) -> bool:
                        os.path.join(folder, f"epoch_{e + 1:04d}.npz"))
         changed = True
     return changed
+
+
+# Checkpoints of versions before defenses carried their own state: the curriculum's
+# plateau state was three top-level fields of the train state.
+LEGACY_CURRICULUM = ("curriculum_k", "curriculum_best", "curriculum_wait")
+
+
+def checkpoint_target(target: dict, saved_keys: list):
+    """(target, upgrade) to read a checkpoint saved with the old layout into ``target``
+    (a state dict with "defense_state"), or None when ``saved_keys`` are not that layout.
+    ``upgrade`` turns the restored old-layout dict into the new one: the curriculum state
+    becomes ``defense_state`` {"k", "best", "wait"}; other defenses carry none."""
+    if ("defense_state" not in target or "defense_state" in saved_keys or not set(LEGACY_CURRICULUM) <= set(saved_keys)):
+        return None
+    import jax
+    like = target["step"]
+    sharding = getattr(like, "sharding", None)
+    old = {k: v for k, v in target.items() if k != "defense_state"}
+    for name, dtype in zip(LEGACY_CURRICULUM, ("int32", "float32", "int32")):
+        old[name] = jax.ShapeDtypeStruct((), dtype, sharding=sharding)
+    wanted = target["defense_state"]
+
+    def upgrade(restored: dict) -> dict:
+        new = {k: v for k, v in restored.items() if k not in LEGACY_CURRICULUM}
+        values = dict(zip(("k", "best", "wait"), (restored[n] for n in LEGACY_CURRICULUM)))
+        new["defense_state"] = {k: values[k] for k in wanted} if wanted else {}
+        return new
+    return old, upgrade

@@ -198,11 +198,13 @@ def fosc_trace_data(classifier: Any, x: Any, y: Any, *, eps: float,
     import jax
 
     from fosc_jax.attacks import pgd
+    from fosc_jax.data.pipeline import unit_float
+    from fosc_jax.data.subset import eval_subset_indices
     from fosc_jax.evaluation.suite import check_inputs
 
     x, y = check_inputs(x, y)
-    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:num_examples])
-    xb = x[idx].astype(np.float32) / 255.0 if x.dtype == np.uint8 else x[idx]
+    idx = eval_subset_indices(len(y), num_examples, seed)
+    xb = unit_float(x[idx])
 
     @jax.jit
     def run(variables, xb, yb, key):
@@ -221,15 +223,16 @@ def _figure1(run: str, name: str, out: str, num_examples: Optional[int], seed: i
              progress: bool, fosc_max: float) -> list[tuple[str, str]]:
     from fosc_jax.checkpointing import load_classifier
     from fosc_jax.data import load_dataset
-    from fosc_jax.evaluation.api import _config_get, subset_indices
+    from fosc_jax.config import config_get
+    from fosc_jax.data.subset import eval_subset_indices as subset_indices
 
     clf = load_classifier(run)
     cfg = clf.config
-    ds = load_dataset(cfg.data.source, cfg.data.name, data_dir=_config_get(cfg, "data.data_dir"))
+    ds = load_dataset(cfg.data.source, cfg.data.name, data_dir=config_get(cfg, "data.data_dir"))
     idx = subset_indices(len(ds.y_test), num_examples, seed)
     x, y, eps = ds.x_test[idx], ds.y_test[idx], float(cfg.attack.eps)
     data = fosc_accuracy_data(clf, x, y, eps=eps, seed=seed, progress=progress,
-                              batch_size=int(_config_get(cfg, "eval.batch_size", 256)))
+                              batch_size=int(config_get(cfg, "eval.batch_size", 256)))
     bins = fosc_bins(data["fosc"], data["correct"], data["loss"], hi=fosc_max)
     note = ""
     if bins["outside"] > len(y) / 2:  # the paper's range misses most examples: widen it

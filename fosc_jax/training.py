@@ -1,9 +1,14 @@
 """The training step and loop shared by every defense.
 
-One compiled program runs a chunk of ``log_every`` steps with ``lax.scan``: gather the batch
-from the on-device split, augment, attack (the masked PGD loop configured by the defense's
-:class:`~fosc_jax.defenses.AttackSettings`), then one optax update. The host only syncs at
-chunk boundaries (progress bar) and at epoch ends (metrics, checkpoint).
+One step: gather the batch from the on-device training split, augment, attack (the masked
+PGD loop configured by the defense's :class:`~fosc_jax.defenses.AttackSettings`, ascending
+its attack loss), then one optax update on the defense's training loss. The step knows no
+defense by name: it calls the hooks of :class:`~fosc_jax.defenses.Defense`.
+
+By default each step is one compiled call (``steps_per_call`` > 1 scans several per call,
+which pays on accelerators); a Dynamic attack on XLA:CPU checks its early exit from the host
+between blocks of steps (:meth:`Trainer.step`). The host reads metrics back once per
+``log_every`` steps (progress bar) and at epoch ends (metrics, checkpoint).
 """
 from __future__ import annotations
 
@@ -23,41 +28,17 @@ import numpy as np
 import optax
 from jax import Array
 
-from fosc_jax import checkpointing, defenses, legacy, parallel, schedules, tensorboard
+from fosc_jax import checkpointing, legacy, parallel, schedules, tensorboard
 from fosc_jax.attacks import AttackResult, PGDLoop
 from fosc_jax.classifier import Classifier
-from fosc_jax.config import ConfigError, validate_config
+from fosc_jax.config import validate_config
 from fosc_jax.data import Dataset, epoch_permutation, get_augment, load_dataset, to_float
 from fosc_jax.data import subset
-from fosc_jax.defenses import AttackSettings
-from fosc_jax.errors import NonFiniteError, data_errors
-from fosc_jax.evaluation.api import subset_indices
-from fosc_jax.losses import cross_entropy
+from fosc_jax.defenses import AttackSettings, get_defense
+from fosc_jax.errors import ConfigError, NonFiniteError, data_errors
 from fosc_jax.models import get_model
+from fosc_jax.train_state import TrainState, make_optimizer
 from fosc_jax.workdir_lock import WorkdirLock
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything a resume needs; a pytree of arrays so Orbax can save it whole."""
-    step: Array               # int32 global step
-    epoch: Array              # int32 epochs completed
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    key: Array                # uint32 [2] raw key; per-step keys are fold_in(key, step)
-    curriculum_k: Array       # int32 current curriculum level (plateau rule)
-    curriculum_best: Array    # f32 best held-out PGD-k accuracy at this level
-    curriculum_wait: Array    # int32 epochs since that best
-
-
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """SGD with momentum and coupled L2 weight decay on kernels (Keras/PyTorch style)."""
-    lr = schedules.learning_rate(config.optim.lr, config.optim.lr_drop_epochs,
-                                 config.optim.lr_drop_factor, steps_per_epoch)
-    kernels_only = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)  # noqa: E731
-    return optax.chain(optax.add_decayed_weights(config.optim.weight_decay, mask=kernels_only),
-                       optax.sgd(lr, momentum=config.optim.momentum))
-
 
 def _dtype(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
@@ -80,6 +61,7 @@ class Trainer:
         self.mesh = mesh if mesh is not None else parallel.make_mesh()
         self.model = get_model(config.model.name, num_classes=num_classes,
                                dtype=_dtype(config.model.dtype))
+        self.defense = get_defense(config)
         self.tx = make_optimizer(config, steps_per_epoch)
         self.augment = get_augment(config.data.augment)
         self.batch_size = int(config.batch_size)
@@ -108,8 +90,8 @@ class Trainer:
         state = TrainState(
             step=jnp.int32(0), epoch=jnp.int32(0), params=variables["params"],
             batch_stats=variables["batch_stats"], opt_state=self.tx.init(variables["params"]),
-            key=run_key, curriculum_k=jnp.int32(0), curriculum_best=jnp.float32(-1.0),
-            curriculum_wait=jnp.int32(0))
+            key=run_key, defense_state=jax.tree_util.tree_map(jnp.asarray,
+                                                              self.defense.init_state()))
         return parallel.replicate(state, self.mesh)
 
     def abstract_state(self) -> TrainState:
@@ -119,8 +101,13 @@ class Trainer:
         return jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
-    def settings_for_epoch(self, epoch: int, curriculum_k: Optional[int] = None) -> AttackSettings:
-        return defenses.settings_for_epoch(self.config, epoch, self.batch_size, curriculum_k)
+    def settings_for_epoch(self, epoch: int, defense_state: Optional[dict] = None
+                           ) -> AttackSettings:
+        """The defense's attack in ``epoch`` (0-based); ``defense_state`` on the host
+        (default: a fresh run's)."""
+        if defense_state is None:
+            defense_state = self.defense.init_state()
+        return self.defense.attack_settings(epoch, self.batch_size, defense_state)
 
     def classifier(self, state: TrainState) -> Classifier:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -146,11 +133,15 @@ class Trainer:
 
     def _loop(self, state: TrainState, x: Array, y: Array, key: Array,
               settings: AttackSettings) -> PGDLoop:
-        return PGDLoop(self._attack_logits_fn(state.params, state.batch_stats), x, y, key,
-                       eps=self.config.attack.eps, step_size=settings.step_size,
+        """The defense's attack on this batch: its settings, ascending its attack loss."""
+        logits_fn = self._attack_logits_fn(state.params, state.batch_stats)
+        clean_logits = logits_fn(x) if self.defense.needs_clean_logits else None
+        eps = self.config.attack.eps if settings.eps is None else settings.eps
+        return PGDLoop(logits_fn, x, y, key, eps=eps, step_size=settings.step_size,
                        max_steps=settings.max_steps, budget=settings.budget,
                        threshold=settings.threshold, random_start=settings.random_start,
-                       fosc_origin=self.config.defense.fosc_origin)
+                       loss=self.defense.attack_loss(clean_logits),
+                       fosc_origin=settings.fosc_origin, start_std=settings.start_std)
 
     def _train_step(self, state: TrainState, x_uint8: Array, y: Array,
                     settings: AttackSettings):
@@ -169,38 +160,33 @@ class Trainer:
 
     def _update(self, state: TrainState, x: Array, y: Array, result: Optional[AttackResult],
                 settings: AttackSettings):
-        """The optimizer step on the attack's output (the clean batch when there is none)."""
-        cfg = self.config
+        """The optimizer step on the defense's training loss (the clean batch stands in
+        for x_adv when there is no attack)."""
         if result is not None:
             x_adv, fosc, steps = result.x_adv, result.fosc, result.num_steps
         else:
             x_adv = x
             fosc = jnp.full(y.shape, jnp.nan, jnp.float32)
             steps = jnp.zeros(y.shape, jnp.int32)
-
-        weights = jnp.ones(y.shape, jnp.float32)
-        if cfg.defense.loss_weighting and settings.max_steps > 0:
-            # Released code: from epoch 1 weight each example by its adversarial CE
-            # (inference mode, a constant), normalised to mean 1 to keep the lr's scale.
-            adv_ce = cross_entropy(self.model.apply(
-                {"params": state.params, "batch_stats": state.batch_stats}, x_adv,
-                train=False), y)
-            w = jax.lax.stop_gradient(adv_ce / jnp.maximum(jnp.mean(adv_ce), 1e-12))
-            weights = jnp.where(state.epoch >= 1, w, weights)
+        inference = {"params": state.params, "batch_stats": state.batch_stats}
+        weights = self.defense.example_weights(
+            lambda z: self.model.apply(inference, z, train=False), x_adv, y, state.epoch,
+            attacked=settings.max_steps > 0)
 
         def loss_fn(params):
-            logits, updates = self.model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, x_adv, train=True,
-                mutable=["batch_stats"])
-            per_example = cross_entropy(logits, y)
-            return jnp.mean(weights * per_example), (logits, updates["batch_stats"], per_example)
+            def forward(z, batch_stats):
+                logits, updates = self.model.apply({"params": params, "batch_stats": batch_stats},
+                                                   z, train=True, mutable=["batch_stats"])
+                return logits, updates["batch_stats"]
+            per_example, logits, batch_stats = self.defense.training_loss(
+                forward, state.batch_stats, x, x_adv, y, result)
+            return jnp.mean(weights * per_example), (logits, batch_stats, per_example)
 
         (loss, (logits, batch_stats, per_example)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        clean_logits = self.model.apply({"params": state.params,
-                                         "batch_stats": state.batch_stats}, x, train=False)
+        clean_logits = self.model.apply(inference, x, train=False)
         # One flag per step, fetched with the other metrics at the chunk boundary.
         finite = jnp.isfinite(loss)
         for leaf in jax.tree_util.tree_leaves((params, batch_stats)):
@@ -474,7 +460,7 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
     x_train, y_train = parallel.replicate((jnp.asarray(ds.x_train),
                                            jnp.asarray(ds.y_train, jnp.int32)), mesh)
     n_eval = int(config.eval.num_examples)
-    test_idx = (subset_indices(ds.x_test.shape[0], n_eval, config.seed) if n_eval
+    test_idx = (subset.eval_subset_indices(ds.x_test.shape[0], n_eval, config.seed) if n_eval
                 else np.arange(0))  # the same seeded subset every epoch
     x_eval, y_eval = ds.x_test[test_idx], ds.y_test[test_idx].astype(np.int32)
     chunk = max(1, min(int(config.log_every), steps_per_epoch))
@@ -489,9 +475,8 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
     if config.stop_after_epochs:
         end_epoch = min(end_epoch, start_epoch + int(config.stop_after_epochs))
     for epoch in range(start_epoch, end_epoch):
-        curriculum_k = (int(state.curriculum_k) if config.defense.name == "curriculum"
-                        and config.defense.curriculum_rule == "plateau" else None)
-        settings = trainer.settings_for_epoch(epoch, curriculum_k)
+        defense_state = jax.device_get(state.defense_state)
+        settings = trainer.settings_for_epoch(epoch, defense_state)
         perm_key = jax.random.fold_in(jax.random.fold_in(state.key, 0x5eed), epoch)
         perm = epoch_permutation(perm_key, ds.x_train.shape[0], trainer.batch_size)
         state = state.replace(epoch=jnp.int32(epoch))
@@ -526,11 +511,12 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
             classifier, x_eval, y_eval, eps=config.attack.eps, num_steps=10,
             step_fraction=0.25, batch_size=int(config.eval.batch_size), seed=config.seed,
             mesh=mesh)
-        state = _update_curriculum(config, state, classifier, x_eval, y_eval, mesh)
+        state = _end_epoch(trainer.defense, state, defense_state, epoch, classifier, x_eval,
+                           y_eval, mesh)
         fosc_all = np.concatenate(epoch_log.fosc)
         row = {"epoch": epoch + 1, "lr": schedules.lr_at_epoch(
                    config.optim.lr, config.optim.lr_drop_epochs, config.optim.lr_drop_factor, epoch),
-               **defenses.describe(config, epoch, curriculum_k), **epoch_log.means(),
+               **trainer.defense.describe(epoch, defense_state), **epoch_log.means(),
                **_fosc_summary(fosc_all), "test_clean_acc": clean_acc, "test_pgd10_acc": pgd_acc,
                "images_per_sec": epoch_log.steps * trainer.batch_size / seconds,
                "seconds": seconds, "resumed_mid_epoch": first > 0}
@@ -571,27 +557,22 @@ def _non_finite(workdir: str, manager, step: int, epoch: int) -> None:
         "check the data, then rerun (a rerun resumes from the newest checkpoint).")
 
 
-def _update_curriculum(config, state, classifier, x_eval, y_eval, mesh) -> TrainState:
-    """Plateau rule: raise k when held-out PGD-k accuracy has not improved for `patience`."""
-    if config.defense.name != "curriculum" or config.defense.curriculum_rule != "plateau":
+def _end_epoch(defense, state: TrainState, defense_state: dict, epoch: int,
+               classifier: Classifier, x_eval, y_eval, mesh) -> TrainState:
+    """The defense's state after ``epoch``; its probe measures held-out (clean, PGD-n)
+    accuracy with step ``fraction * eps`` (the curriculum's plateau rule uses it)."""
+    config = defense.config
+
+    def probe(num_steps: int, step_fraction: float) -> tuple:
+        return subset_accuracy(classifier, x_eval, y_eval, eps=config.attack.eps,
+                               num_steps=num_steps, step_fraction=step_fraction,
+                               batch_size=int(config.eval.batch_size), seed=config.seed,
+                               mesh=mesh)
+
+    new = defense.end_epoch(defense_state, epoch, probe)
+    if new is defense_state:
         return state
-    k = int(state.curriculum_k)
-    clean, robust = subset_accuracy(classifier, x_eval, y_eval, eps=config.attack.eps,
-                                    num_steps=max(k, 1), step_fraction=2 / max(k, 1),
-                                    batch_size=int(config.eval.batch_size), seed=config.seed,
-                                    mesh=mesh)
-    acc = clean if k == 0 else robust
-    best, wait = float(state.curriculum_best), int(state.curriculum_wait)
-    if acc > best:
-        best, wait = acc, 0
-    else:
-        wait += 1
-    new_k = schedules.curriculum_level_plateau(k, wait, int(config.defense.curriculum_patience),
-                                               int(config.defense.curriculum_max_k))
-    if new_k != k:
-        best, wait = -1.0, 0
-    return state.replace(curriculum_k=jnp.int32(new_k), curriculum_best=jnp.float32(best),
-                         curriculum_wait=jnp.int32(wait))
+    return state.replace(defense_state=jax.tree_util.tree_map(jnp.asarray, new))
 
 
 def _fmt(v, spec=".4f"):

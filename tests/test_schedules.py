@@ -68,4 +68,5 @@ def test_curriculum_settings_use_two_eps_over_k_and_k_steps_at_most():
     # A level runs (and costs) k steps at most; level 0 is clean training.
     assert (s3.max_steps, s7.max_steps) == (3, 7)
     assert defenses.settings_for_epoch(c, 0, batch=8).max_steps == 0
-    assert defenses.describe(c, 7) == {"c_t": None, "curriculum_k": 7}
+    d = defenses.get_defense(c)
+    assert d.describe(7, d.init_state()) == {"c_t": None, "curriculum_k": 7}

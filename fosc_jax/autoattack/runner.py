@@ -28,6 +28,7 @@ from fosc_jax.autoattack.apgd import apgd
 from fosc_jax.autoattack.fab import fab_t
 from fosc_jax.autoattack.square import square
 from fosc_jax.classifier import Classifier
+from fosc_jax.data.pipeline import unit_float
 
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 STANDARD_ORDER = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -111,7 +112,7 @@ def _attack(component: str, budget: Budget, num_classes: int, logits_fn, x, y, k
 @functools.partial(jax.jit, static_argnames=("model", "component", "budget", "num_classes"))
 def _attack_batch(variables, x, y, key, eps, *, model, component, budget, num_classes):
     """One batch: the attack, then the model's prediction on its output (as the suite does)."""
-    x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+    x = unit_float(x)
     clf = Classifier(model=model, variables=None)
     logits_fn = functools.partial(clf.apply, variables)
     res = _attack(component, budget, num_classes, logits_fn, x, y, key, eps)

@@ -10,9 +10,16 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 CIFAR_PAD: int = 4
+
+
+def unit_float(x):
+    """Images as float32 in [0, 1]: uint8 pixels are divided by 255, floats (already in
+    [0, 1]) are cast. Works on NumPy and JAX arrays alike (the one place pixels are scaled)."""
+    return x.astype("float32") / 255.0 if x.dtype == np.uint8 else x.astype("float32")
 
 
 def to_float(x: jax.Array) -> jax.Array:
@@ -20,7 +27,7 @@ def to_float(x: jax.Array) -> jax.Array:
     if x.dtype != jnp.uint8:
         raise ValueError(f"to_float: x must be uint8 pixels, got {x.dtype}; it is already scaled "
                          "if it is a float array.")
-    return x.astype(jnp.float32) / 255.0
+    return unit_float(x)
 
 
 def epoch_permutation(key: jax.Array, n: int, batch_size: int) -> jax.Array:

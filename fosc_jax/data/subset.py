@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import numpy as np
 
@@ -20,6 +21,14 @@ def subset_indices(n: int, limit: int, mode: str, seed: int) -> np.ndarray:
     if mode == "first":
         return np.arange(limit)
     return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+
+
+def eval_subset_indices(n: int, num_examples: Optional[int], seed: int = 0) -> np.ndarray:
+    """Sorted indices of the fixed, seeded random test subset of size ``num_examples`` (all
+    when None or >= n): the examples evaluation and the per-epoch test numbers score."""
+    if num_examples is not None and num_examples < 1:
+        raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
+    return subset_indices(n, 0 if num_examples is None else num_examples, "random", seed)
 
 
 def warn_missing_classes(labels: np.ndarray, num_classes: int, what: str = "training set") -> list[int]:

@@ -9,6 +9,8 @@ import numpy as np
 
 from fosc_jax.autoattack import runner as aa_runner
 from fosc_jax.classifier import Classifier
+from fosc_jax.config import config_get
+from fosc_jax.data.subset import eval_subset_indices as subset_indices
 from fosc_jax.evaluation import honesty as honesty_lib
 from fosc_jax.evaluation.suite import (DEFAULT_ATTACKS, Suite, accuracy_entry, attack_spec,
                                        check_inputs, data_placement, timed, worst_case)
@@ -39,26 +41,6 @@ def parse_eps_list(text: str | Sequence[float]) -> list[float]:
     if not out:
         raise ValueError(f"no eps values in {text!r}.")
     return out
-
-
-def subset_indices(n: int, num_examples: Optional[int], seed: int = 0) -> np.ndarray:
-    """Sorted indices of a fixed random subset of size ``num_examples`` (all when None)."""
-    if num_examples is None or num_examples >= n:
-        return np.arange(n)
-    if num_examples < 1:
-        raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
-    return np.sort(np.random.default_rng(seed).permutation(n)[:num_examples])
-
-
-def _config_get(config: Any, path: str, default: Any = None) -> Any:
-    for part in path.split("."):
-        if config is None:
-            return default
-        try:
-            config = config[part]
-        except (KeyError, TypeError, AttributeError):
-            config = getattr(config, part, None)
-    return default if config is None else config
 
 
 def _check_surrogate(classifier: Classifier, surrogate: Classifier, x: np.ndarray) -> None:
@@ -112,7 +94,7 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
         raise ValueError(f"classifier must be a Classifier, got {type(classifier).__name__}.")
     x, y = check_inputs(x, y)
     config = classifier.config
-    eps = float(eps if eps is not None else _config_get(config, "attack.eps", 0.0))
+    eps = float(eps if eps is not None else config_get(config, "attack.eps", 0.0))
     if not 0 < eps <= 1:
         raise ValueError(f"eps must lie in (0, 1] (pass eps= or give the classifier a config "
                          f"with attack.eps), got {eps}.")
@@ -122,7 +104,7 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     if len({s.name for s in specs}) < len(specs) or len(set(aa_names)) < len(aa_names):
         raise ValueError(f"attacks are repeated: {list(attacks)}.")
     sweep = parse_eps_list(eps_sweep) if len(eps_sweep) else []
-    batch_size = int(batch_size or _config_get(config, "eval.batch_size", DEFAULT_BATCH_SIZE))
+    batch_size = int(batch_size or config_get(config, "eval.batch_size", DEFAULT_BATCH_SIZE))
     if surrogate is not None:
         _check_surrogate(classifier, surrogate, x)
     suite = Suite(classifier, x, y, batch_size=batch_size, seed=seed, progress=progress,
@@ -145,8 +127,8 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
         seconds.update(aa["seconds"])
 
     record: dict[str, Any] = dict(
-        defense=_config_get(config, "defense.name"), name=_config_get(config, "name"),
-        dataset=_config_get(config, "data.name"), epoch=int(classifier.epoch), eps=eps,
+        defense=config_get(config, "defense.name"), name=config_get(config, "name"),
+        dataset=config_get(config, "data.name"), epoch=int(classifier.epoch), eps=eps,
         seed=seed, batch_size=suite.batch_size, num_devices=suite.placement.num_devices,
         attacks={**{s.name: s.settings(eps) for s in specs}, **(aa["attacks"] if aa else {})},
         clean=accuracy_entry(per_example["clean"]), white_box=white,
@@ -166,7 +148,7 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
             per_example[f"bb_{spec.name}"] = out["correct"]
             bb[spec.name] = accuracy_entry(out["correct"])
         record["black_box"] = dict(attacks=bb, epoch=int(surrogate.epoch),
-                                   name=_config_get(surrogate.config, "name"))
+                                   name=config_get(surrogate.config, "name"))
 
     pgd10 = attack_spec("pgd10", step_fraction)
     for e in sweep:
@@ -219,8 +201,8 @@ def evaluate_workdirs(workdirs: Sequence[str], *, num_examples: Optional[int] = 
     records = []
     for workdir in workdirs:
         clf = _load_classifier(workdir)
-        data_key = (_config_get(clf.config, "data.source"), _config_get(clf.config, "data.name"),
-                    _config_get(clf.config, "data.data_dir"))
+        data_key = (config_get(clf.config, "data.source"), config_get(clf.config, "data.name"),
+                    config_get(clf.config, "data.data_dir"))
         if data_key not in datasets:
             from fosc_jax.errors import data_errors
             with data_errors(f"{workdir}: data.source = {data_key[0]!r} with data.name = "

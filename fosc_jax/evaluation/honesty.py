@@ -1,4 +1,4 @@
-"""Sanity checks that catch gradient masking (method.md, Evaluation), as pure rules on a record.
+"""Sanity checks that catch gradient masking (docs/method.md, Evaluation), as pure rules on a record.
 
 Every rule reads an evaluation record (see :func:`fosc_jax.evaluation.evaluate_classifier`)
 and returns warnings; none raises. "Noise" is the binomial standard error of an accuracy
@@ -61,6 +61,12 @@ def noise_tolerance(a: Mapping, b: Mapping, z: float = DEFAULT_Z) -> float:
                          + smoothed_se(b["correct"], b["n"]) ** 2)
 
 
+def below_beyond_noise(low: Mapping, high: Mapping, z: float = DEFAULT_Z) -> bool:
+    """Whether ``low``'s accuracy is below ``high``'s by more than sampling noise: the
+    shape of every "a weaker attack must not beat a stronger one" rule."""
+    return high["accuracy"] - low["accuracy"] > noise_tolerance(low, high, z)
+
+
 def _warn(check: str, message: str, **details) -> dict:
     return dict(check=check, message=message, **details)
 
@@ -108,7 +114,7 @@ def check_more_steps(record: Mapping, z: float = DEFAULT_Z) -> list[dict]:
     wb = record.get("white_box", {})
     if "pgd10" in wb and "pgd20" in wb:
         a, b = wb["pgd10"], wb["pgd20"]
-        if b["accuracy"] - a["accuracy"] > noise_tolerance(a, b, z):
+        if below_beyond_noise(a, b, z):
             return [_warn("more_steps",
                           f"PGD-20 accuracy {_pct(b['accuracy'])} is above PGD-10 "
                           f"{_pct(a['accuracy'])} by more than noise: more steps should never "
@@ -144,7 +150,7 @@ def check_black_box(record: Mapping, z: float = DEFAULT_Z) -> list[dict]:
     wb = record.get("white_box", {})
     out = []
     for name, b in bb.items():
-        if name in wb and wb[name]["accuracy"] - b["accuracy"] > noise_tolerance(wb[name], b, z):
+        if name in wb and below_beyond_noise(b, wb[name], z):
             label = record.get("attacks", {}).get(name, {}).get("label", name)
             out.append(_warn("black_box",
                              f"black-box {label} accuracy {_pct(b['accuracy'])} is below "
@@ -162,7 +168,7 @@ def check_fgsm_vs_pgd(record: Mapping, z: float = DEFAULT_Z) -> list[dict]:
         for name in ("pgd10", "pgd20"):
             if name not in wb:
                 continue
-            if wb[name]["accuracy"] - f["accuracy"] > noise_tolerance(f, wb[name], z):
+            if below_beyond_noise(f, wb[name], z):
                 out.append(_warn("fgsm_vs_pgd",
                                  f"FGSM accuracy {_pct(f['accuracy'])} is below PGD-{name[3:]} "
                                  f"{_pct(wb[name]['accuracy'])}: PGD is not maximising the loss.",
@@ -187,7 +193,7 @@ def check_square(record: Mapping, z: float = DEFAULT_Z) -> list[dict]:
     if "square" in wb and grads:
         name, best = min(grads, key=lambda item: item[1]["accuracy"])
         sq = wb["square"]
-        if best["accuracy"] - sq["accuracy"] > noise_tolerance(best, sq, z):
+        if below_beyond_noise(sq, best, z):
             label = record.get("attacks", {}).get(name, {}).get("label", name)
             out.append(_warn("square",
                              f"Square (gradient-free) accuracy {_pct(sq['accuracy'])} is below "
@@ -222,6 +228,6 @@ def run_checks(record: Mapping, z: float = DEFAULT_Z,
 
 
 __all__ = ["DEFAULT_Z", "DEFAULT_RESTART_MARGIN", "LARGE_EPS", "smoothed_se",
-           "noise_tolerance", "check_large_eps", "check_eps_monotone", "check_more_steps",
+           "noise_tolerance", "below_beyond_noise", "check_large_eps", "check_eps_monotone", "check_more_steps",
            "check_restart", "check_black_box", "check_fgsm_vs_pgd", "check_square",
            "SQUARE_MARGIN", "GRADIENT_ATTACKS", "CHECKS", "run_checks"]

@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 from fosc_jax import parallel
 from fosc_jax.attacks import masked_pgd
 from fosc_jax.classifier import Classifier
+from fosc_jax.data.pipeline import unit_float
 
 
 @dataclasses.dataclass(frozen=True)
 class AttackSpec:
-    """One evaluation attack; the step is ``step_fraction * eps`` (method.md, Evaluation)."""
+    """One evaluation attack; the step is ``step_fraction * eps`` (docs/method.md, Evaluation)."""
     name: str
     label: str
     loss: str = "ce"
@@ -80,7 +81,7 @@ def as_unit_float(x: Any) -> np.ndarray:
     """Host images -> float32 in [0, 1]: uint8 is divided by 255, floats are checked."""
     x = np.asarray(x)
     if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
+        return unit_float(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"x must be uint8 or float images, got dtype {x.dtype}.")
     if x.size and (np.nanmin(x) < 0.0 or np.nanmax(x) > 1.0 or np.isnan(x).any()):
@@ -105,8 +106,7 @@ def check_inputs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int32)
 
 
-def _to_unit(x: jax.Array) -> jax.Array:
-    return x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+_to_unit = unit_float
 
 
 # ----------------------------------------------------------------------------- devices

@@ -15,16 +15,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fosc_jax.autoattack.runner import LABELS as AA_LABELS, NAMES as AA_NAMES
+from fosc_jax.config import config_get
+from fosc_jax.defenses import DEFENSES
 from fosc_jax.evaluation.suite import ATTACKS
-
-DEFENSE_LABELS = {"unsecured": "Unsecured", "standard": "Standard", "curriculum": "Curriculum",
-                  "dynamic": "Dynamic", "fgsm_pgd": "FGSM-then-PGD"}
 
 
 def defense_label(defense: str | None, name: str | None) -> str:
     """Paper-style row label from config.defense.name (falling back to config.name)."""
     if defense:
-        return DEFENSE_LABELS.get(defense, defense)
+        return DEFENSES[defense].label if defense in DEFENSES else defense
     return name or "model"
 
 
@@ -66,14 +65,6 @@ def _columns(records: Sequence[Mapping]) -> list[tuple[str, str, tuple]]:
     return cols
 
 
-def _get(record: Mapping, path: tuple) -> Any:
-    for part in path:
-        if not isinstance(record, Mapping) or part not in record or record[part] is None:
-            return None
-        record = record[part]
-    return record
-
-
 def _fmt(entry: Any) -> str:
     return "-" if entry is None else f"{100.0 * entry['accuracy']:.2f}"
 
@@ -95,7 +86,7 @@ def markdown_table(records: Sequence[Mapping]) -> str:
     header = ["defense"] + [c[0] for c in cols] + ["checks"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, r in zip(labels, records):
-        cells = [label] + [_fmt(_get(r, c[2])) for c in cols] + [_checks_cell(r)]
+        cells = [label] + [_fmt(config_get(r, c[2])) for c in cols] + [_checks_cell(r)]
         lines.append("| " + " | ".join(cells) + " |")
     settings = sorted({f"eps={r['eps']:.4g}, n={r['clean']['n']}" for r in records})
     lines.append("")
@@ -127,7 +118,7 @@ def csv_table(records: Sequence[Mapping]) -> str:
     writer.writerow(["defense", "name", "workdir", "epoch", "eps", "num_examples"]
                     + [c[1] for c in cols] + ["warnings"])
     for label, r in zip(row_labels(records), records):
-        vals = [None if _get(r, c[2]) is None else round(100.0 * _get(r, c[2])["accuracy"], 4)
+        vals = [None if config_get(r, c[2]) is None else round(100.0 * config_get(r, c[2])["accuracy"], 4)
                 for c in cols]
         warnings = "; ".join(f"[{w['check']}] {w['message']}"
                              for w in (r.get("honesty") or {}).get("warnings", []))
@@ -177,5 +168,5 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     return data["runs"]
 
 
-__all__ = ["DEFENSE_LABELS", "defense_label", "row_labels", "markdown_table", "csv_table",
+__all__ = ["defense_label", "row_labels", "markdown_table", "csv_table",
            "write_results", "read_results"]

@@ -147,8 +147,8 @@ def export_all(runs: Sequence[Run], scale: Scale, out: str, log=print) -> None:
 
 
 def test_subset(ds, n: Optional[int], seed: int = 0):
-    from fosc_jax.evaluation.api import subset_indices
-    idx = subset_indices(len(ds.y_test), n, seed)
+    from fosc_jax.data.subset import eval_subset_indices
+    idx = eval_subset_indices(len(ds.y_test), n, seed)
     return ds.x_test[idx], ds.y_test[idx].astype(np.int32), idx
 
 
