@@ -131,11 +131,18 @@ class Trainer:
         aug_key, attack_key = jax.random.split(jax.random.fold_in(state.key, state.step))
         return self.augment(aug_key, to_float(x_uint8)), y, attack_key
 
+    def _clean_logits(self, state: TrainState, x: Array) -> Optional[Array]:
+        """The clean prediction the defense's attack loss needs (None if it needs none)."""
+        if not self.defense.needs_clean_logits:
+            return None
+        return self._attack_logits_fn(state.params, state.batch_stats)(x)
+
     def _loop(self, state: TrainState, x: Array, y: Array, key: Array,
-              settings: AttackSettings) -> PGDLoop:
+              settings: AttackSettings, clean_logits: Optional[Array] = None) -> PGDLoop:
         """The defense's attack on this batch: its settings, ascending its attack loss."""
         logits_fn = self._attack_logits_fn(state.params, state.batch_stats)
-        clean_logits = logits_fn(x) if self.defense.needs_clean_logits else None
+        if clean_logits is None:
+            clean_logits = self._clean_logits(state, x)
         eps = self.config.attack.eps if settings.eps is None else settings.eps
         return PGDLoop(logits_fn, x, y, key, eps=eps, step_size=settings.step_size,
                        max_steps=settings.max_steps, budget=settings.budget,
@@ -210,18 +217,20 @@ class Trainer:
 
     # -- the early exit driven from the host (XLA:CPU) ----------------------------------
     def _host_begin(self, state, x_uint8, y, settings):
-        """Augment, start point and the first attack step."""
+        """Augment, the clean prediction (if the attack loss needs it), start point and the
+        first attack step."""
         x, y, key = self._prepare(state, x_uint8, y)
-        loop = self._loop(state, x, y, key, settings)
-        return x, y, key, loop.step(loop.init())
+        clean = self._clean_logits(state, x)
+        loop = self._loop(state, x, y, key, settings, clean)
+        return x, y, key, clean, loop.step(loop.init())
 
-    def _host_block(self, state, x, y, key, s, settings):
+    def _host_block(self, state, x, y, key, clean, s, settings):
         """``exit_block`` more (masked) attack steps."""
-        return self._loop(state, x, y, key, settings).steps(s, self.exit_block)
+        return self._loop(state, x, y, key, settings, clean).steps(s, self.exit_block)
 
-    def _host_finish(self, state, x, y, key, s, settings):
-        return self._update(state, x, y, self._loop(state, x, y, key, settings).result(s),
-                            settings)
+    def _host_finish(self, state, x, y, key, clean, s, settings):
+        loop = self._loop(state, x, y, key, settings, clean)
+        return self._update(state, x, y, loop.result(s), settings)
 
     def step(self, state: TrainState, x_uint8: Array, y: Array, settings: AttackSettings):
         """One training step on a batch (the compiled step, or the host-checked early exit
@@ -235,12 +244,12 @@ class Trainer:
         host after every block of ``exit_block`` steps: on XLA:CPU three flat programs
         run faster than one program with a while_loop, whose body runs ~1.6x slower there
         (BENCHMARKS.md). Same numbers as the in-graph loop (stopped examples are masked)."""
-        x, y, key, s = self.host_begin(state, x_uint8, y, settings)
+        x, y, key, clean, s = self.host_begin(state, x_uint8, y, settings)
         taken = 1
         while taken < settings.max_steps and bool(jnp.any(s["active"])):
-            s = self.host_block(state, x, y, key, s, settings)
+            s = self.host_block(state, x, y, key, clean, s, settings)
             taken += self.exit_block
-        return self.host_finish(state, x, y, key, s, settings)
+        return self.host_finish(state, x, y, key, clean, s, settings)
 
     def _train_chunk(self, state: TrainState, x_train: Array, y_train: Array,
                      indices: Array, settings: AttackSettings):

@@ -12,8 +12,8 @@ from fosc_jax.defenses import settings_for_epoch
 import tiny_config
 
 
-def _step(exit_check, threshold, *, early_exit=True, exit_block=3):
-    cfg = tiny_config.get_config("dynamic")
+def _step(exit_check, threshold, *, early_exit=True, exit_block=3, defense="dynamic"):
+    cfg = tiny_config.get_config(defense)
     cfg.attack.num_steps = 7
     trainer = training.Trainer(cfg, (28, 28, 1), 10, exit_check=exit_check,
                                exit_block=exit_block)
@@ -27,19 +27,21 @@ def _step(exit_check, threshold, *, early_exit=True, exit_block=3):
     return jax.device_get((state.params, m))
 
 
-def _median_fosc_after_two_steps():
+def _median_fosc_after_two_steps(defense):
     """A threshold that stops some examples early and lets others run on."""
-    _, m = _step("device", -np.inf, early_exit=False)
+    _, m = _step("device", -np.inf, early_exit=False, defense=defense)
     return float(np.median(m["fosc"]))
 
 
-def test_host_device_and_unrolled_steps_agree():
-    threshold = _median_fosc_after_two_steps()
-    ref_params, ref = _step("device", threshold, early_exit=False)   # unrolled, no exit
+# dynamic_trades: the host path carries the clean prediction its KL attack loss needs.
+@pytest.mark.parametrize("defense", ["dynamic", "dynamic_trades"])
+def test_host_device_and_unrolled_steps_agree(defense):
+    threshold = _median_fosc_after_two_steps(defense)
+    ref_params, ref = _step("device", threshold, early_exit=False, defense=defense)  # no exit
     steps = np.asarray(ref["num_steps"])
     assert steps.min() < steps.max(), "threshold should stop some examples before others"
     for check in ("host", "device"):
-        params, m = _step(check, threshold)
+        params, m = _step(check, threshold, defense=defense)
         np.testing.assert_array_equal(m["num_steps"], steps)
         np.testing.assert_allclose(m["fosc"], ref["fosc"], rtol=1e-5, atol=1e-6)
         for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
