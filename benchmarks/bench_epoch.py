@@ -34,6 +34,23 @@ import jax.numpy as jnp  # noqa: E402
 from benchmarks.bench_step import _loadavg, bench_config, jax_device_name  # noqa: E402
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.25, 0.0)
+# How a Dynamic step exits early: "host:k" checks on the host after the first step and every
+# k steps (XLA:CPU default, k = 3), "device:k" runs a while_loop over k-step blocks
+# (accelerator default), "none" runs all K steps unrolled (stopped examples masked, no exit).
+DEFAULT_EXITS: tuple[str, ...] = ("default",)
+
+
+def parse_exit(text: str, backend: str) -> tuple[Optional[str], int]:
+    """"host:3" -> ("host", 3); "none" -> (None, 0); "default": the Trainer's default."""
+    if text == "none":
+        return None, 0
+    if text == "default":
+        return ("host" if backend == "cpu" else "device"), 3
+    kind, _, block = text.partition(":")
+    if kind not in ("host", "device") or not block.isdigit() or int(block) < 1:
+        raise ValueError(f"exit variant must be 'default', 'none', 'host:K' or 'device:K', "
+                         f"got {text!r}.")
+    return kind, int(block)
 
 
 def default_data_dir() -> str:
@@ -49,6 +66,7 @@ def _chunks(steps: int, chunk: int) -> list[tuple[int, int]]:
 def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
                  thresholds: Sequence[float], num_steps: int, dtype: str, seed: int,
                  loop: str = "step", lr: float = 0.01, pretrain_epochs: int = 0,
+                 exits: Sequence[str] = DEFAULT_EXITS, rounds: int = 1,
                  log: Callable[[str], None] = print) -> dict:
     """Time ``epochs`` epochs for Standard and for Dynamic at each c_t; {"meta", "rows"}.
 
@@ -57,7 +75,9 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
     (``steps_per_call=log_every``). Both go through ``Trainer.run_steps``.
     Every mode starts from the same state: fresh weights after ``pretrain_epochs`` untimed
     epochs of Standard AT (FOSC is large on an untrained model, so Dynamic saves little in the
-    very first epoch).
+    very first epoch). Each Dynamic c_t is timed with every early-exit variant of ``exits``.
+    With ``rounds`` > 1 every mode is timed again in each round, in the same order, each time
+    from the same start (so the machine's drift hits all modes alike); rows carry ``round``.
     """
     from fosc_jax import defenses, parallel, training
     from fosc_jax.data import epoch_permutation, load_dataset
@@ -88,8 +108,19 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
         0, batch)
     dynamic = trainer.settings_for_epoch(0)
 
-    def run_chunk(state: Any, idx: jax.Array, settings: Any) -> tuple[Any, dict]:
-        return trainer.run_steps(state, x_train, y_train, idx, settings)
+    def run_chunk(state: Any, idx: jax.Array, settings: Any,
+                  runner: Any = trainer) -> tuple[Any, dict]:
+        return runner.run_steps(state, x_train, y_train, idx, settings)
+
+    backend = jax.default_backend()
+    variants = {}
+    for text in exits:
+        kind, block = parse_exit(text, backend)
+        runner = trainer if kind is None else training.Trainer(
+            config, input_shape=ds.image_shape, num_classes=ds.num_classes,
+            steps_per_epoch=steps_per_epoch, mesh=trainer.mesh, exit_check=kind,
+            exit_block=block)
+        variants[text] = (runner, kind is not None)
 
     # Warm-up: compile every chunk length the epoch uses, on a throwaway state.
     t0 = time.perf_counter()
@@ -98,6 +129,10 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
     for length in sorted({b - a for a, b in _chunks(steps_per_epoch, chunk)}):
         state, metrics = run_chunk(state, idx[:length], standard)
         jax.block_until_ready((state, metrics))
+        for runner, early in variants.values():  # every exit program (-inf: all blocks run)
+            warm = dynamic.replace(threshold=jnp.float32(-np.inf), early_exit=early)
+            state, metrics = run_chunk(state, idx[:length], warm, runner)
+            jax.block_until_ready((state, metrics))
     compile_s = time.perf_counter() - t0
     log(f"warm-up (init + compile, {steps_per_epoch} steps/epoch, chunk {chunk}): "
         f"{compile_s:.1f} s")
@@ -112,11 +147,14 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
     if pretrain_epochs:
         log(f"pre-trained {pretrain_epochs} Standard epoch(s) (untimed)")
 
-    modes: list[tuple[str, Optional[float]]] = [("standard", None)]
-    modes += [("dynamic", float(c)) for c in thresholds]
+    modes: list[tuple[str, Optional[float], str]] = [("standard", None, "-")]
+    modes += [("dynamic", float(c), e) for c in thresholds for e in variants]
     rows, standard_s = [], {}
-    for mode, c_t in modes:
-        settings = standard if c_t is None else dynamic.replace(threshold=jnp.float32(c_t))
+    def time_mode(round_: int, mode: str, c_t: Optional[float], exit_: str) -> None:
+        """``epochs`` timed epochs of one mode from the shared start; appends rows."""
+        runner = trainer if c_t is None else variants[exit_][0]
+        settings = standard if c_t is None else dynamic.replace(
+            threshold=jnp.float32(c_t), early_exit=variants[exit_][1])
         state = jax.tree_util.tree_map(jnp.copy, start)   # the step donates its state
         jax.block_until_ready(state)
         for epoch in range(epochs):
@@ -124,7 +162,7 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
             steps_mean, iterations, losses = [], [], []
             t0 = time.perf_counter()
             for a, b in _chunks(steps_per_epoch, chunk):
-                state, metrics = run_chunk(state, perm[a:b], settings)
+                state, metrics = run_chunk(state, perm[a:b], settings, runner)
                 m = jax.device_get({k: metrics[k] for k in
                                     ("attack_steps_mean", "num_steps", "train_loss")})
                 steps_mean.extend(np.asarray(m["attack_steps_mean"]).tolist())
@@ -133,33 +171,41 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
             jax.block_until_ready(state)
             seconds = time.perf_counter() - t0
             if c_t is None:
-                standard_s[epoch] = seconds
-            row = dict(mode=mode, c_t=c_t, epoch=epoch, seconds=seconds,
-                       images=steps_per_epoch * batch,
+                standard_s[(round_, epoch)] = seconds
+            row = dict(mode=mode, c_t=c_t, exit=exit_, round=round_, epoch=epoch,
+                       seconds=seconds, images=steps_per_epoch * batch,
                        img_s=steps_per_epoch * batch / seconds,
                        attack_steps_mean=float(np.mean(steps_mean)),
                        attack_iterations_mean=float(np.mean(iterations)),
                        train_loss=float(np.mean(losses)),
-                       speedup_vs_standard=standard_s.get(epoch, float("nan")) / seconds,
+                       speedup_vs_standard=(standard_s.get((round_, epoch), float("nan"))
+                                            / seconds),
                        batch=batch, num_steps=num_steps, dtype=dtype, loop=loop)
             rows.append(row)
             log(format_row(row))
+
+    for round_ in range(rounds):
+        for mode, c_t, exit_ in modes:
+            time_mode(round_, mode, c_t, exit_)
     meta = dict(device=jax_device_name(), jax_version=jax.__version__, data_dir=data_dir,
                 train_images=n, steps_per_epoch=steps_per_epoch, chunk=chunk,
                 warmup_compile_s=compile_s, seed=seed, loop=loop, lr=lr,
-                pretrain_epochs=pretrain_epochs, host_cpus=os.cpu_count(),
+                pretrain_epochs=pretrain_epochs, exits=list(exits), rounds=rounds,
+                host_cpus=os.cpu_count(),
                 loadavg_1min_before=load_before, loadavg_1min_after=_loadavg())
     return {"meta": meta, "rows": rows}
 
 
-TABLE_HEADER = ("| mode | c_t | epoch | seconds | img/s | mean attack steps | "
-                "mean loop iterations | speedup vs Standard |\n|---|---|---|---|---|---|---|---|")
+TABLE_HEADER = ("| round | mode | c_t | exit | epoch | seconds | img/s | mean attack steps | "
+                "mean loop iterations | speedup vs Standard |\n"
+                "|---|---|---|---|---|---|---|---|---|---|")
 
 
 def format_row(r: dict) -> str:
     """One markdown table line."""
     c_t = "-" if r["c_t"] is None else f"{r['c_t']:g}"
-    return (f"| {r['mode']} | {c_t} | {r['epoch']} | {r['seconds']:.2f} | {r['img_s']:.1f} | "
+    return (f"| {r.get('round', 0)} | {r['mode']} | {c_t} | {r.get('exit', '-')} | "
+            f"{r['epoch']} | {r['seconds']:.2f} | {r['img_s']:.1f} | "
             f"{r['attack_steps_mean']:.2f} | {r['attack_iterations_mean']:.2f} | "
             f"{r['speedup_vs_standard']:.2f}x |")
 
@@ -180,6 +226,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     p.add_argument("--loop", default="step", choices=("chunk", "step"),
                    help="step: one compiled call per batch (training's default); "
                         "chunk: lax.scan over log_every steps per call (steps_per_call)")
+    p.add_argument("--exits", default=",".join(DEFAULT_EXITS),
+                   help="Dynamic early-exit variants to time, comma-separated: default, none "
+                        "(all K steps unrolled), host:K, device:K (check every K steps)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every mode this many times, round-robin, from the same start")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -189,7 +240,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     result = bench_epochs(args.data, limit=args.limit, batch=args.batch, epochs=args.epochs,
                           thresholds=[float(c) for c in args.thresholds.split(",") if c],
                           num_steps=args.steps, dtype=args.dtype, seed=args.seed,
-                          loop=args.loop, lr=args.lr,
+                          loop=args.loop, lr=args.lr, rounds=args.rounds,
+                          exits=[e for e in args.exits.split(",") if e],
                           pretrain_epochs=args.pretrain_epochs, log=lambda s: print(s, flush=True))
     meta = result["meta"]
     print(f"\n{meta['device']}, jax {meta['jax_version']}; {meta['train_images']} MNIST training "
