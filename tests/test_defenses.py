@@ -51,8 +51,10 @@ class HalfClean(Defense):
 def test_a_registered_defense_trains_through_the_shared_step(tmp_path, monkeypatch):
     monkeypatch.setitem(DEFENSES, HalfClean.name, HalfClean)
     c = tiny_config.get_config("half_clean", epochs=2)
+    c.eval.num_examples = 8
     validate_config(c, check_data=False)  # validation asks the registry
-    train_and_evaluate(c, str(tmp_path), dataset=tiny_dataset(), mesh=parallel.make_mesh(1))
+    ds = tiny_dataset(n_train=32, n_test=8)  # 2 steps per epoch
+    train_and_evaluate(c, str(tmp_path), dataset=ds, mesh=parallel.make_mesh(1))
     rows = checkpointing.read_metrics(str(tmp_path))
     assert [r["attack_steps_mean"] for r in rows] == [1.0, 1.0]
     assert [r["curriculum_k"] for r in rows] == [0, 1]  # its state crossed the epoch
@@ -62,7 +64,6 @@ def test_a_registered_defense_trains_through_the_shared_step(tmp_path, monkeypat
     state, _ = checkpointing.restore_newest_good(manager, trainer.abstract_state())
     manager.close()
     assert int(state.defense_state["epochs_seen"]) == 2
-    ds = tiny_dataset()
     x = jnp.asarray(ds.x_train[:16], jnp.float32) / 255
     y = jnp.asarray(ds.y_train[:16])
     variables = {"params": state.params, "batch_stats": state.batch_stats}

@@ -40,7 +40,8 @@ def test_host_device_and_unrolled_steps_agree(defense):
     ref_params, ref = _step("device", threshold, early_exit=False, defense=defense)  # no exit
     steps = np.asarray(ref["num_steps"])
     assert steps.min() < steps.max(), "threshold should stop some examples before others"
-    for check in ("host", "device"):
+    # (dynamic_trades: the host path, which hands the clean prediction between programs)
+    for check in ("host", "device") if defense == "dynamic" else ("host",):
         params, m = _step(check, threshold, defense=defense)
         np.testing.assert_array_equal(m["num_steps"], steps)
         np.testing.assert_allclose(m["fosc"], ref["fosc"], rtol=1e-5, atol=1e-6)

@@ -102,7 +102,6 @@ def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
     the first epoch of the reproduction is measured and after every run."""
     from fosc_jax.training import train_and_evaluate
 
-    record_provenance(out, "train_commit")
     for run in runs:
         config = run_config(run, scale, source)
         wd = run_dir(out, run)
@@ -111,6 +110,7 @@ def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
         if done >= config.num_epochs:
             log(f"[train] {run.name}: finished ({done} epochs), skipped")
             continue
+        record_provenance(out, "train_commit")  # only a stage that trains records its commit
         log(f"[train] {run.name}: {run.defense}, seed {run.seed}, epochs {done + 1}.."
             f"{config.num_epochs}, {wd}")
         t0 = time.time()
@@ -161,7 +161,6 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
     from fosc_jax.evaluation.api import evaluate_classifier
     from fosc_jax.evaluation.suite import accuracy_entry, attack_spec, transfer_attack
 
-    record_provenance(out, "eval_commit")
     x, y, _ = test_subset(ds, scale.test_images)
     xs, ys, _ = test_subset(ds, scale.sweep_images, seed=1)
     path = lambda run: os.path.join(out, "eval", EVAL_FILE.format(name=run.name))  # noqa: E731
@@ -174,6 +173,7 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
             with open(done) as f:
                 records[run.name] = json.load(f)
             continue
+        record_provenance(out, "eval_commit")  # only when this stage scores something
         t0 = time.time()
         rec = evaluate_classifier(models[run.name], x, y, batch_size=500, seed=0,
                                   progress=progress)
@@ -192,6 +192,7 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
     surrogate = next((r for r in runs if r.role == "surrogate"), None)
     todo = [r for r in runs if r.role != "surrogate" and not os.path.exists(path(r))]
     if surrogate is not None and todo:
+        record_provenance(out, "eval_commit")
         t0 = time.time()
         names = list(records[todo[0].name]["white_box"])
         bb = {r.name: {} for r in todo}
@@ -236,6 +237,7 @@ def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
         if not os.path.exists(os.path.join(model_dir(out, run), checkpointing.EXPORT_FILE)):
             log(f"[autoattack] {run.name}: no exported model yet, skipped")
             continue
+        record_provenance(out, "eval_commit")
         t0 = time.time()
         clf = checkpointing.load_classifier(model_dir(out, run))
         rec = evaluate_classifier(clf, x, y, attacks=("autoattack",), batch_size=500, seed=0,

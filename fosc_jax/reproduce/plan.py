@@ -50,8 +50,8 @@ SCALES = {
                    autoattack_images=10_000, autoattack_budget="standard"),
 }
 # --smoke shrinks any scale to this (CI runs it on the bundled MNIST subset).
-SMOKE = dict(train_images=256, epochs=2, test_images=100, sweep_images=50, figure_images=50,
-             eval_per_epoch=50, demo_epochs=1, autoattack_images=20, autoattack_budget="cpu")
+SMOKE = dict(train_images=128, epochs=2, test_images=100, sweep_images=50, figure_images=50,
+             eval_per_epoch=20, demo_epochs=1, autoattack_images=20, autoattack_budget="cpu")
 
 
 @dataclasses.dataclass(frozen=True)
