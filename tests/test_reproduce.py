@@ -11,6 +11,7 @@ from fosc_jax import checkpointing
 from fosc_jax.config import mnist_config
 from fosc_jax.evaluation.suite import Suite, attack_spec, transfer_attack
 from fosc_jax.reproduce import __main__ as cli
+from fosc_jax.reproduce import plan
 from fosc_jax.reproduce.plan import RUNS, SCALES, run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +35,12 @@ def test_scales_compress_the_schedule_in_proportion():
 
 
 @pytest.mark.slow
-def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, capsys):
+def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, capsys,
+                                                                      monkeypatch):
+    # Every role and defense of the table, one seed each (the second seeds repeat the same
+    # code; dropping them keeps CI under its budget).
+    runs = tuple(r for r in RUNS if r.name not in ("standard_s1", "dynamic_s1"))
+    monkeypatch.setattr(plan, "RUNS", runs)
     out = str(tmp_path / "repro")
     args = ["mnist", "--scale", "paper", "--smoke", "--data", "bundled", "--out", out]
     # Every stage but AutoAttack (its attacks and runner have their own tests; compiling them
@@ -46,7 +52,7 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
     for label in ("Unsecured", "Standard (Madry)", "Curriculum", "Dynamic"):
         assert f"| {label} |" in text
     assert "## Black-box accuracy" in text and "python -m fosc_jax.reproduce mnist --scale paper" in text
-    for run in RUNS:
+    for run in runs:
         rec = json.load(open(os.path.join(out, "eval", f"{run.name}.json")))
         assert rec["clean"]["n"] == 100
         assert (rec["black_box"] is None) == (run.role == "surrogate")
@@ -57,7 +63,7 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
     # Rerunning skips every finished stage.
     assert cli.main(args + ["--stages", "train,export,eval"]) == 0
     again = capsys.readouterr().out
-    assert again.count("finished") == len(RUNS) and "[eval]" not in again
+    assert again.count("finished") == len(runs) and "[eval]" not in again
 
 
 def test_cli_refuses_missing_data_in_one_line(capsys, monkeypatch):

@@ -155,11 +155,14 @@ def test_dynamic_trades_trains_resumes_bitwise_and_evaluates(tmp_path):
     from test_training import params_of, tiny_dataset
     ds, mesh = tiny_dataset(), parallel.make_mesh(1)
     full, split = str(tmp_path / "full"), str(tmp_path / "split")
-    train_and_evaluate(tiny_config.get_config("dynamic_trades", 2), full, dataset=ds, mesh=mesh)
-    first = tiny_config.get_config("dynamic_trades", 2)
-    first.stop_after_epochs = 1
-    train_and_evaluate(first, split, dataset=ds, mesh=mesh)
-    train_and_evaluate(tiny_config.get_config("dynamic_trades", 2), split, dataset=ds, mesh=mesh)
+    def config(stop=0):
+        c = tiny_config.get_config("dynamic_trades", 2)
+        c.eval.num_examples = 0   # evaluated below, once
+        c.stop_after_epochs = stop
+        return c
+    train_and_evaluate(config(), full, dataset=ds, mesh=mesh)
+    train_and_evaluate(config(stop=1), split, dataset=ds, mesh=mesh)
+    train_and_evaluate(config(), split, dataset=ds, mesh=mesh)
     chex.assert_trees_all_equal(params_of(full), params_of(split))  # bitwise
     rows = checkpointing.read_metrics(split)
     assert [r["c_t"] for r in rows] == [0.5, 0.25]
