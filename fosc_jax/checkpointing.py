@@ -282,16 +282,26 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract_state:
     return flax.serialization.from_state_dict(abstract_state, restored)
 
 
-def _saved_keys(folder: str) -> list[str]:
-    """Top-level keys of the state saved in a step folder (its Orbax metadata)."""
+def _saved_tree(folder: str) -> Any:
+    """The tree of array metadata (shapes, dtypes) of the state saved in a step folder;
+    _Unusable if Orbax cannot read it."""
     from etils import epath
     try:
         with _quiet_absl():
             meta = ocp.StandardCheckpointHandler().metadata(
                 epath.Path(os.path.abspath(os.path.join(folder, "default"))))
-    except Exception:  # noqa: BLE001 - no layout to recognise
+    except Exception as err:  # noqa: BLE001 - unreadable metadata makes the step unusable
+        raise _Unusable(f"its tree metadata is unreadable ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
+    return getattr(meta, "tree", meta)
+
+
+def _saved_keys(folder: str) -> list[str]:
+    """Top-level keys of the state saved in a step folder ([] if they cannot be read)."""
+    try:
+        tree = _saved_tree(folder)
+    except _Unusable:  # no layout to recognise
         return []
-    tree = getattr(meta, "tree", meta)
     return list(tree) if isinstance(tree, dict) else []
 
 
@@ -482,19 +492,11 @@ def _whole_tree_target(folder: str) -> Any:
     """A restore target for everything a step folder holds, shapes and dtypes from its
     metadata, placed on one device: reading a model needs no optimizer, mesh or jit."""
     import jax
-    from etils import epath
 
-    try:
-        with _quiet_absl():
-            meta = ocp.StandardCheckpointHandler().metadata(
-                epath.Path(os.path.abspath(os.path.join(folder, "default"))))
-    except Exception as err:  # noqa: BLE001 - unreadable metadata makes the step unusable
-        raise _Unusable(f"its tree metadata is unreadable ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:200]})") from None
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree_util.tree_map(
         lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
-        getattr(meta, "tree", meta))
+        _saved_tree(folder))
 
 
 def load_classifier(workdir: str, step: Optional[int] = None):
