@@ -35,22 +35,27 @@ from benchmarks.bench_step import _loadavg, bench_config, jax_device_name  # noq
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.25, 0.0)
 # How a Dynamic step exits early: "host:k" checks on the host after the first step and every
-# k steps (XLA:CPU default, k = 3), "device:k" runs a while_loop over k-step blocks
-# (accelerator default), "none" runs all K steps unrolled (stopped examples masked, no exit).
+# k steps (XLA:CPU, k = 3), "host:k+compact" also shrinks the batch to its active examples at
+# those checks (needs --bn-mode eval), "device:k" runs a while_loop over k-step blocks
+# (accelerator default), "none" runs all K steps unrolled (stopped examples masked, no exit),
+# "default" is whatever the Trainer picks for this backend and config.
 DEFAULT_EXITS: tuple[str, ...] = ("default",)
 
 
-def parse_exit(text: str, backend: str) -> tuple[Optional[str], int]:
-    """"host:3" -> ("host", 3); "none" -> (None, 0); "default": the Trainer's default."""
+def parse_exit(text: str) -> tuple[Optional[str], int, Optional[bool]]:
+    """"host:3+compact" -> ("host", 3, True); "host:3" -> ("host", 3, False); "none" ->
+    (None, 0, False); "default" -> (None, 3, None): the Trainer's own choices."""
     if text == "none":
-        return None, 0
+        return None, 0, False
     if text == "default":
-        return ("host" if backend == "cpu" else "device"), 3
-    kind, _, block = text.partition(":")
-    if kind not in ("host", "device") or not block.isdigit() or int(block) < 1:
-        raise ValueError(f"exit variant must be 'default', 'none', 'host:K' or 'device:K', "
-                         f"got {text!r}.")
-    return kind, int(block)
+        return None, 3, None
+    body, plus, extra = text.partition("+")
+    kind, _, block = body.partition(":")
+    if (kind not in ("host", "device") or not block.isdigit() or int(block) < 1
+            or (plus and (extra != "compact" or kind != "host"))):
+        raise ValueError(f"exit variant must be 'default', 'none', 'host:K', 'host:K+compact' "
+                         f"or 'device:K', got {text!r}.")
+    return kind, int(block), bool(plus)
 
 
 def default_data_dir() -> str:
@@ -67,7 +72,7 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
                  thresholds: Sequence[float], num_steps: int, dtype: str, seed: int,
                  loop: str = "step", lr: float = 0.01, pretrain_epochs: int = 0,
                  exits: Sequence[str] = DEFAULT_EXITS, rounds: int = 1,
-                 log: Callable[[str], None] = print) -> dict:
+                 bn_mode: str = "eval", log: Callable[[str], None] = print) -> dict:
     """Time ``epochs`` epochs for Standard and for Dynamic at each c_t; {"meta", "rows"}.
 
     ``loop="step"``: one compiled call per batch (``steps_per_call=1``, the training loop's
@@ -92,6 +97,7 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
         raise SystemExit(f"--limit {limit} leaves {n} images, fewer than one batch of {batch}.")
     steps_per_epoch = n // batch
     config = bench_config("mnist_cnn", batch, mode="dynamic", num_steps=num_steps, dtype=dtype)
+    config.attack.bn_mode = bn_mode
     config.data.source = f"files:{data_dir}"
     config.optim.lr = lr          # real training here (bench_config's default lr is ~0)
     config.seed = seed
@@ -103,24 +109,24 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
                                steps_per_epoch=steps_per_epoch)
     x_train, y_train = parallel.replicate((jnp.asarray(x_np), jnp.asarray(y_np, jnp.int32)),
                                           trainer.mesh)   # as train_and_evaluate does
-    standard = defenses.settings_for_epoch(
-        bench_config("mnist_cnn", batch, mode="standard", num_steps=num_steps, dtype=dtype),
-        0, batch)
+    standard_config = bench_config("mnist_cnn", batch, mode="standard", num_steps=num_steps,
+                                   dtype=dtype)
+    standard_config.attack.bn_mode = bn_mode
+    standard = defenses.settings_for_epoch(standard_config, 0, batch)
     dynamic = trainer.settings_for_epoch(0)
 
     def run_chunk(state: Any, idx: jax.Array, settings: Any,
                   runner: Any = trainer) -> tuple[Any, dict]:
         return runner.run_steps(state, x_train, y_train, idx, settings)
 
-    backend = jax.default_backend()
     variants = {}
     for text in exits:
-        kind, block = parse_exit(text, backend)
-        runner = trainer if kind is None else training.Trainer(
+        kind, block, compact = parse_exit(text)
+        runner = trainer if text == "none" else training.Trainer(
             config, input_shape=ds.image_shape, num_classes=ds.num_classes,
             steps_per_epoch=steps_per_epoch, mesh=trainer.mesh, exit_check=kind,
-            exit_block=block)
-        variants[text] = (runner, kind is not None)
+            exit_block=block, compact=compact)
+        variants[text] = (runner, text != "none")
 
     # Warm-up: compile every chunk length the epoch uses, on a throwaway state.
     t0 = time.perf_counter()
@@ -191,6 +197,8 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
                 train_images=n, steps_per_epoch=steps_per_epoch, chunk=chunk,
                 warmup_compile_s=compile_s, seed=seed, loop=loop, lr=lr,
                 pretrain_epochs=pretrain_epochs, exits=list(exits), rounds=rounds,
+                bn_mode=bn_mode, compact_sizes={e: list(r.compact_sizes)
+                                                for e, (r, _) in variants.items()},
                 host_cpus=os.cpu_count(),
                 loadavg_1min_before=load_before, loadavg_1min_after=_loadavg())
     return {"meta": meta, "rows": rows}
@@ -228,7 +236,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         "chunk: lax.scan over log_every steps per call (steps_per_call)")
     p.add_argument("--exits", default=",".join(DEFAULT_EXITS),
                    help="Dynamic early-exit variants to time, comma-separated: default, none "
-                        "(all K steps unrolled), host:K, device:K (check every K steps)")
+                        "(all K steps unrolled), host:K, device:K (check every K steps), "
+                        "host:K+compact (shrink the batch to its active examples)")
+    p.add_argument("--bn-mode", default="eval", choices=("eval", "train"),
+                   help="BatchNorm while attacking (the MNIST configs: eval)")
     p.add_argument("--rounds", type=int, default=1,
                    help="time every mode this many times, round-robin, from the same start")
     p.add_argument("--seed", type=int, default=0)
@@ -241,6 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                           thresholds=[float(c) for c in args.thresholds.split(",") if c],
                           num_steps=args.steps, dtype=args.dtype, seed=args.seed,
                           loop=args.loop, lr=args.lr, rounds=args.rounds,
+                          bn_mode=args.bn_mode,
                           exits=[e for e in args.exits.split(",") if e],
                           pretrain_epochs=args.pretrain_epochs, log=lambda s: print(s, flush=True))
     meta = result["meta"]

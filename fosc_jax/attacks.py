@@ -108,7 +108,8 @@ class PGDLoop:
                  step_size: Scalar, max_steps: int, budget: Optional[Array] = None,
                  threshold: Scalar = -jnp.inf, random_start: bool = True,
                  loss: Loss = "ce", kappa: float = 50.0, fosc_origin: str = "clean",
-                 record_trace: bool = False, start_std: Optional[float] = None):
+                 record_trace: bool = False, start_std: Optional[float] = None,
+                 origin: Optional[Array] = None):
         self.per_example_loss = resolve_loss(loss, kappa)
         self.logits_fn, self.y = logits_fn, y
         self.batch, self.ndim = batch, ndim = x0.shape[0], x0.ndim
@@ -131,7 +132,12 @@ class PGDLoop:
         else:
             start = x0
         self.start = start
-        self.origin = x0 if fosc_origin == "clean" else start
+        # An explicit origin continues a loop on a subset of a batch whose start was drawn
+        # for the whole batch (the trainer's compaction); ``init`` is not called then.
+        if origin is not None:
+            self.origin = jax.lax.stop_gradient(jnp.asarray(origin, jnp.float32))
+        else:
+            self.origin = x0 if fosc_origin == "clean" else start
 
     def _loss_and_grad(self, x: Array):
         def total(x):

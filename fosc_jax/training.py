@@ -7,7 +7,8 @@ defense by name: it calls the hooks of :class:`~fosc_jax.defenses.Defense`.
 
 By default each step is one compiled call (``steps_per_call`` > 1 scans several per call,
 which pays on accelerators); a Dynamic attack on XLA:CPU checks its early exit from the host
-between blocks of steps (:meth:`Trainer.step`). The host reads metrics back once per
+between blocks of steps and shrinks the batch to the examples still attacking when the attack
+treats examples independently (:meth:`Trainer.step`). The host reads metrics back once per
 ``log_every`` steps (progress bar) and at epoch ends (metrics, checkpoint).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import optax
 from jax import Array
 
-from fosc_jax import checkpointing, legacy, parallel, schedules, tensorboard
+from fosc_jax import checkpointing, compaction, legacy, parallel, schedules, tensorboard
 from fosc_jax.attacks import AttackResult, PGDLoop
 from fosc_jax.classifier import Classifier
 from fosc_jax.config import validate_config
@@ -39,6 +40,11 @@ from fosc_jax.errors import ConfigError, NonFiniteError, data_errors
 from fosc_jax.models import get_model
 from fosc_jax.train_state import TrainState, make_optimizer
 from fosc_jax.workdir_lock import WorkdirLock
+
+# The smallest batch the host-checked exit compacts to: a batch of 8 still costs about as
+# much per example as one of 128 on XLA:CPU, and every size is one more compiled program.
+COMPACT_MIN = 8
+
 
 def _dtype(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
@@ -53,7 +59,8 @@ class Trainer:
 
     def __init__(self, config: ml_collections.ConfigDict, input_shape: tuple,
                  num_classes: int, steps_per_epoch: int = 1, mesh=None,
-                 exit_check: Optional[str] = None, exit_block: int = 3):
+                 exit_check: Optional[str] = None, exit_block: int = 3,
+                 compact: Optional[bool] = None, compact_min: int = COMPACT_MIN):
         self.config = config
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
@@ -73,12 +80,28 @@ class Trainer:
         if self.exit_check not in ("host", "device"):
             raise ValueError(f"exit_check must be 'host' or 'device', got {exit_check!r}.")
         self.exit_block = int(exit_block)
+        # The host-checked exit also shrinks the batch to its active examples (halving, down
+        # to compact_min); exact only when the attack treats examples independently.
+        exact = config.attack.bn_mode == "eval"
+        if compact and not exact:
+            raise ValueError("compact=True needs config.attack.bn_mode = 'eval': with "
+                             "BatchNorm in train mode while attacking, an example's gradient "
+                             "depends on its batch, so a smaller batch would change it.")
+        if compact and self.exit_check != "host":
+            raise ValueError("compact=True needs exit_check='host' (the batch shrinks "
+                             "between the host-checked blocks).")
+        self.compact = (self.exit_check == "host" and exact) if compact is None else compact
+        self.compact_sizes = (compaction.ladder(self.batch_size, compact_min, self.mesh.size)
+                              if self.compact else (self.batch_size,))
         self.train_step = jax.jit(self._train_step, donate_argnums=0)
         self.train_indexed = jax.jit(self._train_indexed, donate_argnums=0)
         self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self.host_begin = jax.jit(self._host_begin)
         self.host_block = jax.jit(self._host_block)
         self.host_finish = jax.jit(self._host_finish, donate_argnums=0)
+        self.host_gather = jax.jit(self._host_gather, static_argnums=7)
+        self.host_part_block = jax.jit(self._host_part_block)
+        self.host_scatter = jax.jit(self._host_scatter)
 
     # -- state ---------------------------------------------------------------------------
     def init_state(self, key: Array) -> TrainState:
@@ -138,8 +161,10 @@ class Trainer:
         return self._attack_logits_fn(state.params, state.batch_stats)(x)
 
     def _loop(self, state: TrainState, x: Array, y: Array, key: Array,
-              settings: AttackSettings, clean_logits: Optional[Array] = None) -> PGDLoop:
-        """The defense's attack on this batch: its settings, ascending its attack loss."""
+              settings: AttackSettings, clean_logits: Optional[Array] = None,
+              origin: Optional[Array] = None) -> PGDLoop:
+        """The defense's attack on this batch: its settings, ascending its attack loss
+        (``origin``: the FOSC origin of a batch whose start was drawn earlier)."""
         logits_fn = self._attack_logits_fn(state.params, state.batch_stats)
         if clean_logits is None:
             clean_logits = self._clean_logits(state, x)
@@ -148,7 +173,8 @@ class Trainer:
                        max_steps=settings.max_steps, budget=settings.budget,
                        threshold=settings.threshold, random_start=settings.random_start,
                        loss=self.defense.attack_loss(clean_logits),
-                       fosc_origin=settings.fosc_origin, start_std=settings.start_std)
+                       fosc_origin=settings.fosc_origin, start_std=settings.start_std,
+                       origin=origin)
 
     def _train_step(self, state: TrainState, x_uint8: Array, y: Array,
                     settings: AttackSettings):
@@ -232,6 +258,26 @@ class Trainer:
         loop = self._loop(state, x, y, key, settings, clean)
         return self._update(state, x, y, loop.result(s), settings)
 
+    def _host_gather(self, state, x, y, key, clean, s, settings, size: int):
+        """The ``size`` rows holding every active example (:mod:`fosc_jax.compaction`):
+        their indices and what the attack needs to go on with them (``part``)."""
+        idx = compaction.active_first(s["active"], size)
+        origin = self._loop(state, x, y, key, settings, clean).origin
+        part = dict(x=x[idx], y=y[idx], clean=compaction.take(clean, idx),
+                    origin=origin[idx], budget=settings.budget[idx],
+                    step_size=settings.step_size[idx], s=compaction.take_state(s, idx))
+        return idx, part
+
+    def _host_part_block(self, state, key, part, settings):
+        """``exit_block`` more attack steps on a compacted batch (``part``)."""
+        settings = settings.replace(budget=part["budget"], step_size=part["step_size"])
+        loop = self._loop(state, part["x"], part["y"], key, settings, part["clean"],
+                          origin=part["origin"])
+        return {**part, "s": loop.steps(part["s"], self.exit_block)}
+
+    def _host_scatter(self, s, idx, part):
+        return compaction.put_state(s, part["s"], idx)
+
     def step(self, state: TrainState, x_uint8: Array, y: Array, settings: AttackSettings):
         """One training step on a batch (the compiled step, or the host-checked early exit
         for a Dynamic attack on XLA:CPU). Returns (state, metrics); donates ``state``."""
@@ -243,12 +289,30 @@ class Trainer:
         """One training step whose attack stops once no example is active, checked on the
         host after every block of ``exit_block`` steps: on XLA:CPU three flat programs
         run faster than one program with a while_loop, whose body runs ~1.6x slower there
-        (BENCHMARKS.md). Same numbers as the in-graph loop (stopped examples are masked)."""
+        (BENCHMARKS.md). Same numbers as the in-graph loop (stopped examples are masked).
+        With ``compact``, a check that finds the active examples fit a smaller size of
+        ``compact_sizes`` moves them into a batch of that size for the next blocks
+        (:mod:`fosc_jax.compaction`), so a batch no longer costs its slowest example at
+        full width."""
         x, y, key, clean, s = self.host_begin(state, x_uint8, y, settings)
-        taken = 1
-        while taken < settings.max_steps and bool(jnp.any(s["active"])):
-            s = self.host_block(state, x, y, key, clean, s, settings)
+        idx, part = None, None          # the compacted batch, once there is one
+        size, taken = self.compact_sizes[0], 1
+        while taken < settings.max_steps:
+            active = int(jnp.sum((s if part is None else part["s"])["active"]))
+            if active == 0:
+                break
+            if compaction.fit(active, self.compact_sizes) < size:
+                if part is not None:
+                    s = self.host_scatter(s, idx, part)
+                size = compaction.fit(active, self.compact_sizes)
+                idx, part = self.host_gather(state, x, y, key, clean, s, settings, size)
+            if part is None:
+                s = self.host_block(state, x, y, key, clean, s, settings)
+            else:
+                part = self.host_part_block(state, key, part, settings)
             taken += self.exit_block
+        if part is not None:
+            s = self.host_scatter(s, idx, part)
         return self.host_finish(state, x, y, key, clean, s, settings)
 
     def _train_chunk(self, state: TrainState, x_train: Array, y_train: Array,

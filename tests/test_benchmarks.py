@@ -190,12 +190,13 @@ def test_bench_epoch_smoke(tmp_path):
     out = tmp_path / "epoch.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_epoch.py"),
                            "--data", MNIST_DIR, "--limit", "96", "--batch", "32", "--steps", "2",
-                           "--thresholds", "0.5", "--exits", "host:1,none", "--json", str(out)],
+                           "--thresholds", "0.5", "--exits", "host:1+compact,none", "--json",
+                           str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [(r["mode"], r["c_t"], r["exit"]) for r in rows] == [
-        ("standard", None, "-"), ("dynamic", 0.5, "host:1"), ("dynamic", 0.5, "none")]
+        ("standard", None, "-"), ("dynamic", 0.5, "host:1+compact"), ("dynamic", 0.5, "none")]
     for r in rows:
         assert r["images"] == 96 and r["seconds"] > 0 and r["img_s"] > 0
         assert 1 <= r["attack_steps_mean"] <= r["attack_iterations_mean"] <= 2

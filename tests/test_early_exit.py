@@ -12,41 +12,53 @@ from fosc_jax.defenses import settings_for_epoch
 import tiny_config
 
 
-def _step(exit_check, threshold, *, early_exit=True, exit_block=3, defense="dynamic"):
+def _config(defense, compact_to):
     cfg = tiny_config.get_config(defense)
     cfg.attack.num_steps = 7
-    trainer = training.Trainer(cfg, (28, 28, 1), 10, exit_check=exit_check,
-                               exit_block=exit_block)
+    if compact_to is not None:
+        cfg.attack.bn_mode = "eval"
+        cfg.defense.fosc_origin = "start"
+    return cfg
+
+
+def _trainer(exit_check, *, exit_block=3, defense="dynamic", compact_to=None):
+    """``compact_to`` N: BatchNorm in inference mode while attacking (what compaction needs),
+    FOSC measured from the random start (so the compacted blocks must carry it over), and
+    the host exit compacting down to N examples (0: BN and origin so, no compaction)."""
+    return training.Trainer(_config(defense, compact_to), (28, 28, 1), 10,
+                            exit_check=exit_check, exit_block=exit_block,
+                            compact=bool(compact_to), compact_min=compact_to or 16)
+
+
+def _step(trainer, threshold, *, early_exit=True):
+    """One training step on 16 random images from the same initial state."""
     state = trainer.init_state(jax.random.PRNGKey(3))
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8))
     y = jnp.asarray(rng.integers(0, 10, 16), jnp.int32)
-    s = settings_for_epoch(cfg, 0, 16).replace(threshold=jnp.float32(threshold),
-                                               early_exit=early_exit)
+    s = settings_for_epoch(trainer.config, 0, 16).replace(threshold=jnp.float32(threshold),
+                                                          early_exit=early_exit)
     state, m = trainer.step(state, x, y, s)
     return jax.device_get((state.params, m))
 
 
-def _median_fosc_after_two_steps(defense):
-    """A threshold that stops some examples early and lets others run on."""
-    _, m = _step("device", -np.inf, early_exit=False, defense=defense)
-    return float(np.median(m["fosc"]))
+def _assert_same_training(got, want):
+    (params, m), (ref_params, ref) = got, want
+    np.testing.assert_array_equal(m["num_steps"], ref["num_steps"])
+    np.testing.assert_allclose(m["fosc"], ref["fosc"], rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-# dynamic_trades: the host path carries the clean prediction its KL attack loss needs.
-@pytest.mark.parametrize("defense", ["dynamic", "dynamic_trades"])
-def test_host_device_and_unrolled_steps_agree(defense):
-    threshold = _median_fosc_after_two_steps(defense)
-    ref_params, ref = _step("device", threshold, early_exit=False, defense=defense)  # no exit
-    steps = np.asarray(ref["num_steps"])
+def test_host_device_and_unrolled_steps_agree():
+    device = _trainer("device")
+    _, probe = _step(device, -np.inf, early_exit=False)
+    threshold = float(np.median(probe["fosc"]))  # stops some examples early, not others
+    want = _step(device, threshold, early_exit=False)       # all 7 steps unrolled, no exit
+    steps = np.asarray(want[1]["num_steps"])
     assert steps.min() < steps.max(), "threshold should stop some examples before others"
-    # (dynamic_trades: the host path, which hands the clean prediction between programs)
-    for check in ("host", "device") if defense == "dynamic" else ("host",):
-        params, m = _step(check, threshold, defense=defense)
-        np.testing.assert_array_equal(m["num_steps"], steps)
-        np.testing.assert_allclose(m["fosc"], ref["fosc"], rtol=1e-5, atol=1e-6)
-        for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_training(_step(device, threshold), want)   # in-graph while_loop
+    _assert_same_training(_step(_trainer("host"), threshold), want)
 
 
 def test_host_exit_runs_only_the_blocks_it_needs(monkeypatch):
@@ -58,7 +70,7 @@ def test_host_exit_runs_only_the_blocks_it_needs(monkeypatch):
         return real(self, *args)
     monkeypatch.setattr(training.Trainer, "_host_block", counting)
     # c_t = +inf: every example stops after the first step, so no block is traced or run.
-    _, m = _step("host", np.inf)
+    _, m = _step(_trainer("host"), np.inf)
     assert np.all(m["num_steps"] == 1) and not calls
 
 
@@ -75,3 +87,40 @@ def test_masked_pgd_results_do_not_depend_on_unroll(unroll):
     np.testing.assert_array_equal(out.num_steps, ref.num_steps)
     np.testing.assert_allclose(out.x_adv, ref.x_adv, atol=1e-6)
     assert int(out.iterations) == int(ref.iterations) == int(np.max(ref.num_steps))
+
+
+# dynamic_trades: the host path also carries the clean prediction of its KL attack loss.
+@pytest.mark.parametrize("defense", ["dynamic", "dynamic_trades"])
+def test_compacted_exit_trains_like_the_unrolled_step(defense, monkeypatch):
+    """The host exit that shrinks the batch to its active examples (16 -> 8 -> 4 -> 2 here)
+    gives every example the steps, FOSC and update of the plain unrolled step."""
+    unrolled = _trainer("device", defense=defense, compact_to=0)
+    _, probe = _step(unrolled, -np.inf, early_exit=False)
+    # Thresholds that stop most examples early (so the batch shrinks) and keep a few going:
+    # FOSC of the KL loss is far smaller after the first step than at the end.
+    threshold = (float(np.quantile(probe["fosc"], 0.7)) if defense == "dynamic"
+                 else 0.6 * float(np.min(probe["fosc"])))
+    want = _step(unrolled, threshold, early_exit=False)
+    steps = np.asarray(want[1]["num_steps"])
+    assert steps.min() < steps.max(), "threshold should stop some examples before others"
+    sizes = []
+    real = training.Trainer._host_gather
+
+    def recording(self, *args):
+        sizes.append(args[-1])
+        return real(self, *args)
+    monkeypatch.setattr(training.Trainer, "_host_gather", recording)
+    got = _step(_trainer("host", exit_block=1, defense=defense, compact_to=2), threshold)
+    assert sizes and min(sizes) < 16, f"the batch never shrank (sizes {sizes})"
+    _assert_same_training(got, want)
+
+
+def test_compaction_needs_an_attack_that_treats_examples_independently():
+    cfg = tiny_config.get_config("dynamic")
+    cfg.attack.bn_mode = "train"
+    with pytest.raises(ValueError, match="bn_mode = 'eval'"):
+        training.Trainer(cfg, (28, 28, 1), 10, exit_check="host", compact=True)
+    assert not training.Trainer(cfg, (28, 28, 1), 10, exit_check="host").compact
+    cfg.attack.bn_mode = "eval"
+    assert training.Trainer(cfg, (28, 28, 1), 10, exit_check="host").compact
+    assert not training.Trainer(cfg, (28, 28, 1), 10, exit_check="device").compact

@@ -37,10 +37,9 @@ def test_scales_compress_the_schedule_in_proportion():
 @pytest.mark.slow
 def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, capsys,
                                                                       monkeypatch):
-    # Every role of the table (defense, surrogate), one seed each: the other runs repeat the
-    # same code paths, and dropping them keeps CI under its budget.
-    runs = tuple(r for r in RUNS if r.name not in ("standard_s1", "dynamic_s1", "curriculum",
-                                                   "standard_bn_train"))
+    # One defense and the surrogate (a Standard run): the other runs repeat the same code
+    # paths (each defense has its own tests), and dropping them keeps CI under its budget.
+    runs = tuple(r for r in RUNS if r.name in ("dynamic_s0", "surrogate"))
     monkeypatch.setattr(plan, "RUNS", runs)
     out = str(tmp_path / "repro")
     args = ["mnist", "--scale", "paper", "--smoke", "--data", "bundled", "--out", out]
@@ -50,8 +49,7 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
     first = capsys.readouterr().out
     assert "first epoch took" in first and "training left" in first
     text = open(os.path.join(out, "RESULTS.md")).read()
-    for label in ("Unsecured", "Standard (Madry)", "Dynamic"):
-        assert f"| {label} |" in text
+    assert "| Dynamic |" in text
     assert "## Black-box accuracy" in text and "python -m fosc_jax.reproduce mnist --scale paper" in text
     for run in runs:
         rec = json.load(open(os.path.join(out, "eval", f"{run.name}.json")))

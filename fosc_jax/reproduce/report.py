@@ -128,6 +128,8 @@ def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mappi
 
     dens = {}
     for name in ("standard_s0", "dynamic_s0"):
+        if name not in by_name:
+            continue
         wd = pipeline.run_dir(out, by_name[name])
         epochs = rep.fosc_epochs(wd) if os.path.isdir(wd) else []
         if epochs:
@@ -154,7 +156,7 @@ def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mappi
     figures.plot_training_curves(curves, os.path.join(fig_dir, f))
     made[f] = "Training curves of the seed-0 runs (per-epoch test numbers on a 500-image subset)."
     demo = [r for r in started if r.role == "demo"]
-    if demo:
+    if demo and "standard_s0" in by_name:
         rows = rep.read_metrics(pipeline.run_dir(out, demo[0]))
         std = rep.read_metrics(pipeline.run_dir(out, by_name["standard_s0"]))
         f = "collapse.png"
