@@ -68,11 +68,25 @@ def _chunks(steps: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, steps)) for s in range(0, steps, chunk)]
 
 
+def _compile_compaction(runner: Any, state: Any, x: jax.Array, y: jax.Array,
+                        settings: Any) -> None:
+    """Compile the programs of every smaller batch size ``runner`` may compact to (they are
+    traced on first use, which a timed epoch would otherwise pay)."""
+    if len(runner.compact_sizes) < 2:
+        return
+    x, y, key, clean, s = runner.host_begin(state, x, y, settings)
+    for size in runner.compact_sizes[1:]:
+        idx, part = runner.host_gather(state, x, y, key, clean, s, settings, size)
+        part = runner.host_part_block(state, key, part, settings)
+        jax.block_until_ready(runner.host_scatter(s, idx, part))
+
+
 def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
                  thresholds: Sequence[float], num_steps: int, dtype: str, seed: int,
                  loop: str = "step", lr: float = 0.01, pretrain_epochs: int = 0,
                  exits: Sequence[str] = DEFAULT_EXITS, rounds: int = 1,
-                 bn_mode: str = "eval", log: Callable[[str], None] = print) -> dict:
+                 bn_mode: str = "eval", mallocs: Sequence[str] = ("keep",),
+                 log: Callable[[str], None] = print) -> dict:
     """Time ``epochs`` epochs for Standard and for Dynamic at each c_t; {"meta", "rows"}.
 
     ``loop="step"``: one compiled call per batch (``steps_per_call=1``, the training loop's
@@ -84,7 +98,7 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
     With ``rounds`` > 1 every mode is timed again in each round, in the same order, each time
     from the same start (so the machine's drift hits all modes alike); rows carry ``round``.
     """
-    from fosc_jax import defenses, parallel, training
+    from fosc_jax import cpu_malloc, defenses, parallel, training
     from fosc_jax.data import epoch_permutation, load_dataset
 
     load_before = _loadavg()
@@ -139,6 +153,9 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
             warm = dynamic.replace(threshold=jnp.float32(-np.inf), early_exit=early)
             state, metrics = run_chunk(state, idx[:length], warm, runner)
             jax.block_until_ready((state, metrics))
+    for runner, early in variants.values():    # and every size a batch may shrink to
+        _compile_compaction(runner, state, x_train[idx[0]], y_train[idx[0]],
+                            dynamic.replace(early_exit=early))
     compile_s = time.perf_counter() - t0
     log(f"warm-up (init + compile, {steps_per_epoch} steps/epoch, chunk {chunk}): "
         f"{compile_s:.1f} s")
@@ -153,11 +170,18 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
     if pretrain_epochs:
         log(f"pre-trained {pretrain_epochs} Standard epoch(s) (untimed)")
 
-    modes: list[tuple[str, Optional[float], str]] = [("standard", None, "-")]
-    modes += [("dynamic", float(c), e) for c in thresholds for e in variants]
+    if not set(mallocs) <= {"keep", "default"}:
+        raise ValueError(f"malloc settings must be 'keep' or 'default', got {list(mallocs)}.")
+    modes: list[tuple[str, Optional[float], str, str]] = []
+    for malloc in mallocs:
+        modes += [("standard", None, "-", malloc)]
+        modes += [("dynamic", float(c), e, malloc) for c in thresholds for e in variants]
     rows, standard_s = [], {}
-    def time_mode(round_: int, mode: str, c_t: Optional[float], exit_: str) -> None:
+    def time_mode(round_: int, mode: str, c_t: Optional[float], exit_: str,
+                  malloc: str) -> None:
         """``epochs`` timed epochs of one mode from the shared start; appends rows."""
+        if not cpu_malloc.configure(keep=malloc == "keep") and malloc == "keep":
+            log("note: this C library has no mallopt; 'keep' runs glibc-free defaults")
         runner = trainer if c_t is None else variants[exit_][0]
         settings = standard if c_t is None else dynamic.replace(
             threshold=jnp.float32(c_t), early_exit=variants[exit_][1])
@@ -177,43 +201,44 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
             jax.block_until_ready(state)
             seconds = time.perf_counter() - t0
             if c_t is None:
-                standard_s[(round_, epoch)] = seconds
-            row = dict(mode=mode, c_t=c_t, exit=exit_, round=round_, epoch=epoch,
+                standard_s[(round_, epoch, malloc)] = seconds
+            row = dict(mode=mode, c_t=c_t, exit=exit_, malloc=malloc, round=round_,
+                       epoch=epoch,
                        seconds=seconds, images=steps_per_epoch * batch,
                        img_s=steps_per_epoch * batch / seconds,
                        attack_steps_mean=float(np.mean(steps_mean)),
                        attack_iterations_mean=float(np.mean(iterations)),
                        train_loss=float(np.mean(losses)),
-                       speedup_vs_standard=(standard_s.get((round_, epoch), float("nan"))
-                                            / seconds),
+                       speedup_vs_standard=(standard_s.get((round_, epoch, malloc),
+                                                           float("nan")) / seconds),
                        batch=batch, num_steps=num_steps, dtype=dtype, loop=loop)
             rows.append(row)
             log(format_row(row))
 
     for round_ in range(rounds):
-        for mode, c_t, exit_ in modes:
-            time_mode(round_, mode, c_t, exit_)
+        for mode in modes:
+            time_mode(round_, *mode)
     meta = dict(device=jax_device_name(), jax_version=jax.__version__, data_dir=data_dir,
                 train_images=n, steps_per_epoch=steps_per_epoch, chunk=chunk,
                 warmup_compile_s=compile_s, seed=seed, loop=loop, lr=lr,
                 pretrain_epochs=pretrain_epochs, exits=list(exits), rounds=rounds,
-                bn_mode=bn_mode, compact_sizes={e: list(r.compact_sizes)
+                bn_mode=bn_mode, mallocs=list(mallocs), compact_sizes={e: list(r.compact_sizes)
                                                 for e, (r, _) in variants.items()},
                 host_cpus=os.cpu_count(),
                 loadavg_1min_before=load_before, loadavg_1min_after=_loadavg())
     return {"meta": meta, "rows": rows}
 
 
-TABLE_HEADER = ("| round | mode | c_t | exit | epoch | seconds | img/s | mean attack steps | "
-                "mean loop iterations | speedup vs Standard |\n"
-                "|---|---|---|---|---|---|---|---|---|---|")
+TABLE_HEADER = ("| round | mode | c_t | exit | malloc | epoch | seconds | img/s | "
+                "mean attack steps | mean loop iterations | speedup vs Standard |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def format_row(r: dict) -> str:
     """One markdown table line."""
     c_t = "-" if r["c_t"] is None else f"{r['c_t']:g}"
     return (f"| {r.get('round', 0)} | {r['mode']} | {c_t} | {r.get('exit', '-')} | "
-            f"{r['epoch']} | {r['seconds']:.2f} | {r['img_s']:.1f} | "
+            f"{r.get('malloc', '-')} | {r['epoch']} | {r['seconds']:.2f} | {r['img_s']:.1f} | "
             f"{r['attack_steps_mean']:.2f} | {r['attack_iterations_mean']:.2f} | "
             f"{r['speedup_vs_standard']:.2f}x |")
 
@@ -240,6 +265,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         "host:K+compact (shrink the batch to its active examples)")
     p.add_argument("--bn-mode", default="eval", choices=("eval", "train"),
                    help="BatchNorm while attacking (the MNIST configs: eval)")
+    p.add_argument("--malloc", default="keep",
+                   help="allocator settings to time, comma-separated: keep (freed memory stays "
+                        "mapped, the trainer's CPU default), default (glibc's)")
     p.add_argument("--rounds", type=int, default=1,
                    help="time every mode this many times, round-robin, from the same start")
     p.add_argument("--seed", type=int, default=0)
@@ -253,6 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                           num_steps=args.steps, dtype=args.dtype, seed=args.seed,
                           loop=args.loop, lr=args.lr, rounds=args.rounds,
                           bn_mode=args.bn_mode,
+                          mallocs=[m for m in args.malloc.split(",") if m],
                           exits=[e for e in args.exits.split(",") if e],
                           pretrain_epochs=args.pretrain_epochs, log=lambda s: print(s, flush=True))
     meta = result["meta"]

@@ -29,7 +29,8 @@ import numpy as np
 import optax
 from jax import Array
 
-from fosc_jax import checkpointing, compaction, legacy, parallel, schedules, tensorboard
+from fosc_jax import (checkpointing, compaction, cpu_malloc, legacy, parallel, schedules,
+                      tensorboard)
 from fosc_jax.attacks import AttackResult, PGDLoop
 from fosc_jax.classifier import Classifier
 from fosc_jax.config import validate_config
@@ -80,6 +81,7 @@ class Trainer:
         if self.exit_check not in ("host", "device"):
             raise ValueError(f"exit_check must be 'host' or 'device', got {exit_check!r}.")
         self.exit_block = int(exit_block)
+        cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())   # BENCHMARKS.md
         # The host-checked exit also shrinks the batch to its active examples (halving, down
         # to compact_min); exact only when the attack treats examples independently.
         exact = config.attack.bn_mode == "eval"
