@@ -222,8 +222,9 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
                 train_images=n, steps_per_epoch=steps_per_epoch, chunk=chunk,
                 warmup_compile_s=compile_s, seed=seed, loop=loop, lr=lr,
                 pretrain_epochs=pretrain_epochs, exits=list(exits), rounds=rounds,
-                bn_mode=bn_mode, mallocs=list(mallocs), compact_sizes={e: list(r.compact_sizes)
-                                                for e, (r, _) in variants.items()},
+                bn_mode=bn_mode, mallocs=list(mallocs),
+                compact_sizes={e: list(r.compact_sizes) if early else [batch]
+                               for e, (r, early) in variants.items()},
                 host_cpus=os.cpu_count(),
                 loadavg_1min_before=load_before, loadavg_1min_after=_loadavg())
     return {"meta": meta, "rows": rows}
