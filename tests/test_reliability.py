@@ -279,6 +279,9 @@ def test_second_training_in_a_workdir_is_refused_and_a_killed_holder_leaves_no_l
 
 
 def test_sigint_is_handled_like_sigterm():
+    # What was installed before (default_int_handler; SIG_IGN when the run was started in the
+    # background without job control) is what restore() must put back.
+    before = signal.getsignal(signal.SIGINT)
     flag = training.PreemptionFlag()
     try:
         try:
@@ -290,7 +293,7 @@ def test_sigint_is_handled_like_sigterm():
             os.kill(os.getpid(), signal.SIGINT)
     finally:
         flag.restore()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 # ------------------------------------------------------------------ two processes
