@@ -101,6 +101,8 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
     from fosc_jax import cpu_malloc, defenses, parallel, training
     from fosc_jax.data import epoch_permutation, load_dataset
 
+    if not set(mallocs) <= {"keep", "default"}:  # before minutes of warm-up, not after
+        raise ValueError(f"malloc settings must be 'keep' or 'default', got {list(mallocs)}.")
     load_before = _loadavg()
     ds = load_dataset(f"files:{data_dir}", "mnist")
     x_np, y_np = ds.x_train, ds.y_train
@@ -170,8 +172,6 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
     if pretrain_epochs:
         log(f"pre-trained {pretrain_epochs} Standard epoch(s) (untimed)")
 
-    if not set(mallocs) <= {"keep", "default"}:
-        raise ValueError(f"malloc settings must be 'keep' or 'default', got {list(mallocs)}.")
     modes: list[tuple[str, Optional[float], str, str]] = []
     for malloc in mallocs:
         modes += [("standard", None, "-", malloc)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from typing import Optional
 
@@ -24,7 +25,9 @@ _KEEP_TRIM = 2 ** 31 - 1          # the largest value mallopt takes: never trim 
 OPT_OUT_ENV = "FOSC_JAX_KEEP_FREED_MEMORY"   # set to 0 to leave the allocator alone
 
 
+@functools.lru_cache(maxsize=None)
 def _glibc() -> Optional[ctypes.CDLL]:
+    """The C library, if it is glibc; looked up once (find_library runs ``ldconfig -p``)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None

@@ -303,10 +303,11 @@ class Trainer:
             active = int(jnp.sum((s if part is None else part["s"])["active"]))
             if active == 0:
                 break
-            if compaction.fit(active, self.compact_sizes) < size:
+            smaller = compaction.fit(active, self.compact_sizes)
+            if smaller < size:
                 if part is not None:
                     s = self.host_scatter(s, idx, part)
-                size = compaction.fit(active, self.compact_sizes)
+                size = smaller
                 idx, part = self.host_gather(state, x, y, key, clean, s, settings, size)
             if part is None:
                 s = self.host_block(state, x, y, key, clean, s, settings)
