@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or 'bundled' for the 2,000-image subset shipped in the package")
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    p.add_argument("--runs", default=None,
+                   help="comma-separated subset of the runs to work on (default: all); "
+                        "names as in fosc_jax/reproduce/plan.py")
     p.add_argument("--readme", default="README.md",
                    help="README whose reproduction table (between its markers) is rewritten "
                         "with the results; skipped when the file has no markers")
@@ -54,6 +57,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if bad:
         print(f"error: --stages: unknown {bad}; accepted: {','.join(STAGES)}", file=sys.stderr)
         return 2
+    runs = RUNS
+    if args.runs is not None:
+        wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
+        unknown = [r for r in wanted if r not in {run.name for run in RUNS}]
+        if unknown or not wanted:
+            print(f"error: --runs: unknown {unknown or 'empty list'}; accepted: "
+                  f"{','.join(r.name for r in RUNS)}", file=sys.stderr)
+            return 2
+        runs = tuple(r for r in RUNS if r.name in wanted)
     scale = SCALES[args.scale]
     if args.smoke:
         scale = dataclasses.replace(scale, name=f"{scale.name}-smoke", **SMOKE)
@@ -72,19 +84,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log(f"reproduce mnist, scale {scale.name}: {scale.train_images or 60000} training images, "
         f"{scale.epochs} epochs, {scale.test_images or 10000} test images -> {out}")
     if "train" in stages:
-        pipeline.train_all(RUNS, scale, source, out, log=log)
+        pipeline.train_all(runs, scale, source, out, log=log)
     if "export" in stages:
-        pipeline.export_all(RUNS, scale, out, log=log)
+        pipeline.export_all(runs, scale, out, log=log)
     if {"eval", "autoattack", "report"} & set(stages):
         from fosc_jax.data import load_dataset
         ds = load_dataset(source, "mnist")
     if "eval" in stages:
-        pipeline.evaluate_all(RUNS, scale, ds, out, log=log)
+        pipeline.evaluate_all(runs, scale, ds, out, log=log)
     if "autoattack" in stages:
-        pipeline.autoattack_all(RUNS, scale, ds, out, log=log)
+        pipeline.autoattack_all(runs, scale, ds, out, log=log)
     if "report" in stages:
         from fosc_jax.reproduce import report
-        path = report.write_report(RUNS, scale, ds, out, command=" ".join(
+        path = report.write_report(runs, scale, ds, out, command=" ".join(
             ["python -m fosc_jax.reproduce"] + list(argv if argv is not None else sys.argv[1:])),
             readme=None if args.smoke else args.readme, log=log)
         log(f"wrote {path}")

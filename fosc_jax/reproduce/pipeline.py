@@ -21,6 +21,15 @@ from fosc_jax.reproduce.plan import Run, Scale, run_config
 # Relative cost of a run's epoch against a Standard epoch (for the wall-time estimate):
 # Curriculum's k rises from 0 to 10 (about half the steps on average), Unsecured has no attack.
 COST = {"unsecured": 0.2, "curriculum": 0.55}
+
+
+def _cost(run: Run, scale: Scale) -> float:
+    """A run's epoch cost in Standard cpu-scale epochs (attack steps and images)."""
+    steps = (run.steps or 10) / 10
+    if run.study == "section3":
+        images = (scale.s3_train_images or 60_000) / (scale.train_images or 60_000)
+        return COST.get(run.defense, 1.0) * steps * images
+    return COST.get(run.defense, 1.0) * steps
 EVAL_FILE = "{name}.json"
 SWEEP_EPS = (0.1, 0.2, 0.3, 0.4)
 
@@ -85,14 +94,14 @@ def _estimate(runs: Sequence[Run], scale: Scale, out: str) -> Optional[float]:
         wd = run_dir(out, run)
         if epochs_done(wd):
             rows = checkpointing.read_metrics(wd)
-            per_epoch += [r["seconds"] / COST.get(run.defense, 1.0) for r in rows]
+            per_epoch += [r["seconds"] / _cost(run, scale) for r in rows]
     if not per_epoch:
         return None
     unit = float(np.median(per_epoch))
     left = 0.0
     for run in runs:
-        total = scale.demo_epochs if run.role == "demo" else scale.epochs
-        left += (total - epochs_done(run_dir(out, run))) * unit * COST.get(run.defense, 1.0)
+        total = scale.epochs_of(run)
+        left += (total - epochs_done(run_dir(out, run))) * unit * _cost(run, scale)
     return left
 
 

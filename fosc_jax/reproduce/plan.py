@@ -34,10 +34,21 @@ class Scale:
     about: str
     autoattack_images: int = 1_000   # test images for AutoAttack (each defense's models)
     autoattack_budget: str = "cpu"   # "standard" or "cpu" (labelled NOT standard)
+    # The paper's Section 3 (Figures 2 and 3) trains 10 runs, several with 20-40 attack
+    # steps (about 20 Standard runs of work), so it has its own, smaller budget.
+    s3_train_images: Optional[int] = 6_000
+    s3_epochs: int = 12
+    s3_test_images: Optional[int] = 2_000   # cross-test images per Section 3 model
 
     def scaled(self, paper_epoch: int) -> int:
         """An epoch of the paper's 50-epoch schedule at this scale's epoch budget."""
         return max(1, round(paper_epoch * self.epochs / PAPER_EPOCHS))
+
+    def epochs_of(self, run: "Run") -> int:
+        """The number of epochs ``run`` trains for at this scale."""
+        if run.study == "section3":
+            return self.s3_epochs
+        return self.demo_epochs if run.role == "demo" else self.epochs
 
 
 SCALES = {
@@ -47,11 +58,13 @@ SCALES = {
     "paper": Scale("paper", train_images=None, epochs=PAPER_EPOCHS, test_images=None,
                    sweep_images=10_000, figure_images=10_000, eval_per_epoch=1_000,
                    demo_epochs=5, about="the paper's full settings; meant for one GPU",
-                   autoattack_images=10_000, autoattack_budget="standard"),
+                   autoattack_images=10_000, autoattack_budget="standard",
+                   s3_train_images=None, s3_epochs=PAPER_EPOCHS, s3_test_images=None),
 }
 # --smoke shrinks any scale to this (CI runs it on the bundled MNIST subset).
 SMOKE = dict(train_images=128, epochs=2, test_images=100, sweep_images=50, figure_images=50,
-             eval_per_epoch=20, demo_epochs=1, autoattack_images=20, autoattack_budget="cpu")
+             eval_per_epoch=20, demo_epochs=1, autoattack_images=20, autoattack_budget="cpu",
+             s3_train_images=128, s3_epochs=2, s3_test_images=50)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +75,10 @@ class Run:
     seed: int
     role: str = "defense"         # "defense", "surrogate" (black-box source) or "demo"
     bn_mode: Optional[str] = None  # None: the MNIST config's (inference-mode BN in the attack)
+    study: str = "table"           # "table" (Table 1, seeds) or "section3" (Figures 2 and 3)
+    steps: Optional[int] = None    # training attack's steps (None: the config's 10)
+    step_fraction: Optional[float] = None  # training attack's step / eps (None: 1/4)
+    sweep: Optional[str] = None    # Section 3: "step_size", "num_steps" or "fgsm"
 
 
 # Training order: cheap and essential first, so an interrupted reproduction has the most
@@ -75,7 +92,20 @@ RUNS = (
     Run("standard_s1", "standard", 1),
     Run("dynamic_s1", "dynamic", 1),
     Run("standard_bn_train", "standard", 0, role="demo", bn_mode="train"),
+    # Seeds 2-4 of Standard and Dynamic (issue 19), alternating so that an interrupted
+    # reproduction has balanced seed counts.
+    *(Run(f"{d}_s{s}", d, s) for s in (2, 3, 4) for d in ("standard", "dynamic")),
+    # Section 3. Figure 2: Standard AT with 20 steps of eps, eps/2, eps/4, eps/8, and with
+    # step eps/6 and 10, 20, 30, 40 steps. Figure 3: PGD-10 against FGSM-then-PGD.
+    *(Run(f"s3_step_eps{d}", "standard", 0, study="section3", steps=20, step_fraction=1 / d,
+          sweep="step_size") for d in (1, 2, 4, 8)),
+    *(Run(f"s3_steps{k}", "standard", 0, study="section3", steps=k, step_fraction=1 / 6,
+          sweep="num_steps") for k in (10, 20, 30, 40)),
+    Run("s3_pgd", "standard", 0, study="section3", sweep="fgsm"),
+    Run("s3_fgsm_pgd", "fgsm_pgd", 0, study="section3", sweep="fgsm"),
 )
+# The paper's FGSM-then-PGD switches to PGD after 20 of 50 epochs.
+PAPER_FGSM_EPOCHS = 20
 
 
 def run_config(run: Run, scale: Scale, source: str) -> ml_collections.ConfigDict:
@@ -84,14 +114,24 @@ def run_config(run: Run, scale: Scale, source: str) -> ml_collections.ConfigDict
     c.name = f"mnist_{run.name}"
     c.seed = run.seed
     c.data.source = source
-    c.data.train_limit = scale.train_images or 0
+    section3 = run.study == "section3"
+    images = scale.s3_train_images if section3 else scale.train_images
+    c.data.train_limit = images or 0
     c.data.subset = "first"       # the first N training images (MNIST is not class-sorted)
-    epochs = scale.demo_epochs if run.role == "demo" else scale.epochs
+    epochs = scale.epochs_of(run)
     c.num_epochs = epochs
-    c.optim.lr_drop_epochs = tuple(scale.scaled(e) for e in PAPER_LR_DROPS)
-    c.defense.t_prime = min(scale.scaled(PAPER_T_PRIME), epochs)
+    budget = scale.s3_epochs if section3 else scale.epochs  # the demo keeps the table's
+    scaled = lambda e: max(1, round(e * budget / PAPER_EPOCHS))  # noqa: E731
+    c.optim.lr_drop_epochs = tuple(scaled(e) for e in PAPER_LR_DROPS)
+    c.defense.t_prime = min(scaled(PAPER_T_PRIME), epochs)
+    if run.defense == "fgsm_pgd":
+        c.defense.fgsm_epochs = scaled(PAPER_FGSM_EPOCHS)
     if run.bn_mode is not None:
         c.attack.bn_mode = run.bn_mode
+    if run.steps is not None:
+        c.attack.num_steps = run.steps
+    if run.step_fraction is not None:
+        c.attack.step_size = c.attack.eps * run.step_fraction
     c.eval.num_examples = scale.eval_per_epoch
     c.eval.batch_size = 250
     c.quiet = True
