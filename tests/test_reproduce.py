@@ -29,7 +29,7 @@ def test_scales_compress_the_schedule_in_proportion():
     paper = run_config(RUNS[2], SCALES["paper"], "bundled")
     assert (paper.num_epochs, tuple(paper.optim.lr_drop_epochs), paper.defense.t_prime,
             paper.data.train_limit) == (50, (20, 40), 40, 0)
-    assert cpu.test_images >= 5000
+    assert cpu.test_images is None          # the full 10,000 test images
     demo = next(r for r in RUNS if r.role == "demo")
     assert run_config(demo, cpu, "bundled").attack.bn_mode == "train"
 
@@ -39,19 +39,32 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
                                                                       monkeypatch):
     # One defense and the surrogate (a Standard run): the other runs repeat the same code
     # paths (each defense has its own tests), and dropping them keeps CI under its budget.
-    runs = tuple(r for r in RUNS if r.name in ("dynamic_s0", "surrogate"))
+    runs = tuple(r for r in RUNS if r.name in ("dynamic_s0", "surrogate", "s3_pgd",
+                                               "s3_fgsm_pgd"))
     monkeypatch.setattr(plan, "RUNS", runs)
     out = str(tmp_path / "repro")
     args = ["mnist", "--scale", "paper", "--smoke", "--data", "bundled", "--out", out]
     # Every stage but AutoAttack (its attacks and runner have their own tests; compiling them
     # for mnist_cnn would add a minute to CI).
-    assert cli.main(args + ["--stages", "train,export,eval,report"]) == 0
+    assert cli.main(args + ["--stages", "train,export,eval,section3,report"]) == 0
     first = capsys.readouterr().out
     assert "first epoch took" in first and "training left" in first
     text = open(os.path.join(out, "RESULTS.md")).read()
     assert "| Dynamic |" in text
     assert "## Black-box accuracy" in text and "python -m fosc_jax.reproduce mnist --scale paper" in text
+    assert "## Section 3: convergence quality against robustness" in text
+    assert "### The paper's claims at this scale" in text
+    for name in ("s3_pgd", "s3_fgsm_pgd"):   # cross-tested on their own subset
+        rec = json.load(open(os.path.join(out, "eval", "section3", f"{name}.json")))
+        assert rec["n"] == 50 and set(rec["attacks"]) == {"pgd20", "pgd10"}
+        cfg = json.load(open(os.path.join(out, "runs", name, "config.json")))
+        assert cfg["num_epochs"] == 2 and cfg["data"]["train_limit"] == 128
+    assert json.load(open(os.path.join(out, "runs", "s3_fgsm_pgd", "config.json")))[
+        "defense"]["fgsm_epochs"] == 1      # 20 of the paper's 50 epochs, scaled to 2
+    assert os.path.getsize(os.path.join(out, "figures", "fig3_fgsm_then_pgd.png")) > 1000
     for run in runs:
+        if run.study != "table":
+            continue
         rec = json.load(open(os.path.join(out, "eval", f"{run.name}.json")))
         assert rec["clean"]["n"] == 100
         assert (rec["black_box"] is None) == (run.role == "surrogate")
@@ -63,6 +76,33 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
     assert cli.main(args + ["--stages", "train,export,eval"]) == 0
     again = capsys.readouterr().out
     assert again.count("finished") == len(runs) and "[eval]" not in again
+    assert cli.main(args + ["--stages", "section3"]) == 0
+    assert "[section3] s3_" not in capsys.readouterr().out
+
+
+def test_section3_runs_follow_the_papers_sweeps():
+    cpu = SCALES["cpu"]
+    s3 = {r.name: run_config(r, cpu, "bundled") for r in RUNS if r.study == "section3"}
+    step = {n: c for n, c in s3.items() if n.startswith("s3_step_eps")}
+    assert sorted(c.attack.step_size / 0.3 for c in step.values()) == [1 / 8, 1 / 4, 1 / 2, 1]
+    assert {c.attack.num_steps for c in step.values()} == {20}
+    count = {n: c for n, c in s3.items() if n.startswith("s3_steps")}
+    assert sorted(c.attack.num_steps for c in count.values()) == [10, 20, 30, 40]
+    assert all(abs(c.attack.step_size - 0.3 / 6) < 1e-12 for c in count.values())
+    for c in s3.values():     # the analysis scale, lr drops at the paper's 40% and 80%
+        assert (c.num_epochs, c.data.train_limit) == (cpu.s3_epochs, cpu.s3_train_images)
+        assert tuple(c.optim.lr_drop_epochs) == (round(0.4 * cpu.s3_epochs),
+                                                 round(0.8 * cpu.s3_epochs))
+    assert s3["s3_fgsm_pgd"].defense.fgsm_epochs == round(0.4 * cpu.s3_epochs)
+    seeds = {(r.defense, r.seed) for r in RUNS if r.role == "defense" and r.study == "table"}
+    for d in ("standard", "dynamic"):
+        assert {s for dd, s in seeds if dd == d} == {0, 1, 2, 3, 4}
+
+
+def test_cli_rejects_unknown_runs_in_one_line(capsys):
+    assert cli.main(["mnist", "--data", "bundled", "--runs", "standard_s9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --runs:") and err.count("\n") == 1
 
 
 def test_cli_refuses_missing_data_in_one_line(capsys, monkeypatch):

@@ -34,7 +34,8 @@ EVAL_FILE = "{name}.json"
 SWEEP_EPS = (0.1, 0.2, 0.3, 0.4)
 
 
-def _atomic_json(path: str, obj) -> None:
+def atomic_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_")
     with os.fdopen(fd, "w") as f:
@@ -69,7 +70,7 @@ def record_provenance(out: str, key: str) -> None:
     commits = [commits] if isinstance(commits, str) else commits
     if not commits or commits[-1] != git_commit():
         prov[key] = commits + [git_commit()]
-        _atomic_json(path, prov)
+        atomic_json(path, prov)
 
 
 def run_dir(out: str, run: Run) -> str:
@@ -161,6 +162,11 @@ def test_subset(ds, n: Optional[int], seed: int = 0):
     return ds.x_test[idx], ds.y_test[idx].astype(np.int32), idx
 
 
+def _scored_n(path: str) -> int:
+    with open(path) as f:
+        return int(json.load(f)["clean"]["n"])
+
+
 def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
                  progress: bool = False) -> dict:
     """Every model: white-box (clean, FGSM, PGD-10, PGD-20, CW-inf) with the honesty checks
@@ -174,6 +180,17 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
     xs, ys, _ = test_subset(ds, scale.sweep_images, seed=1)
     path = lambda run: os.path.join(out, "eval", EVAL_FILE.format(name=run.name))  # noqa: E731
     partial = lambda run: os.path.join(out, "eval", "white_box_only", f"{run.name}.json")  # noqa: E731
+    runs = [r for r in runs if r.study == "table"]
+    for run in runs:   # a record scored on another test set size is redone (and replaced)
+        for p in (path(run), partial(run)):
+            if os.path.exists(p) and _scored_n(p) != len(y):
+                log(f"[eval] {run.name}: scored on {_scored_n(p)} images, not {len(y)}: redone")
+                os.remove(p)
+    missing = [r.name for r in runs if not os.path.exists(
+        os.path.join(model_dir(out, r), checkpointing.EXPORT_FILE))]
+    if missing:
+        log(f"[eval] not exported yet, skipped: {', '.join(missing)}")
+        runs = [r for r in runs if r.name not in missing]
     records, models = {}, {}
     for run in runs:
         models[run.name] = checkpointing.load_classifier(model_dir(out, run))
@@ -192,7 +209,7 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
                    role=run.role, eval_seconds=time.time() - t0)
         records[run.name] = rec
         # The surrogate has no black-box entry; the others wait for the transfer pass.
-        _atomic_json(path(run) if run.role == "surrogate" else partial(run), rec)
+        atomic_json(path(run) if run.role == "surrogate" else partial(run), rec)
         wb = rec["white_box"]
         log(f"[eval] {run.name}: clean {rec['clean']['accuracy']:.4f} "
             + " ".join(f"{k} {v['accuracy']:.4f}" for k, v in wb.items())
@@ -218,7 +235,7 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
             rec["honesty"]["warnings"] = honesty.run_checks(
                 rec, rec["honesty"]["z"], rec["honesty"]["restart_margin"])
             rec["eval_seconds"] += (time.time() - t0) / len(todo)
-            _atomic_json(path(r), rec)
+            atomic_json(path(r), rec)
             os.remove(partial(r)) if os.path.exists(partial(r)) else None
         log(f"[eval] black-box from {surrogate.name} on {len(todo)} models: "
             f"{time.time() - t0:.0f} s")
@@ -232,11 +249,11 @@ def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
     subset, for every defense model; one JSON per model in out/eval/autoattack."""
     from fosc_jax.evaluation.api import evaluate_classifier
 
-    x, y, _ = test_subset(ds, scale.test_images)
+    x, y, _ = test_subset(ds, scale.autoattack_pool)
     x, y = x[:scale.autoattack_images], y[:scale.autoattack_images]
     records = {}
     for run in runs:
-        if run.role != "defense":
+        if run.role != "defense" or run.study != "table":
             continue
         path = os.path.join(out, "eval", "autoattack", f"{run.name}.json")
         if os.path.exists(path):
@@ -253,7 +270,7 @@ def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
                                   honesty=False, progress=progress,
                                   autoattack_budget=scale.autoattack_budget)
         rec.update(run=run.name, eval_seconds=time.time() - t0)
-        _atomic_json(path, rec)
+        atomic_json(path, rec)
         records[run.name] = rec
         log(f"[autoattack] {run.name}: {rec['white_box']['autoattack']['accuracy']:.4f} "
             f"(n={len(y)}, {scale.autoattack_budget} budget, {rec['eval_seconds']:.0f} s)")

@@ -32,7 +32,8 @@ class Scale:
     eval_per_epoch: int           # test subset for the per-epoch clean / PGD-10 numbers
     demo_epochs: int              # epochs of the run without the collapse remedy
     about: str
-    autoattack_images: int = 1_000   # test images for AutoAttack (each defense's models)
+    autoattack_images: int = 1_000   # test images for AutoAttack (each defense's models):
+    autoattack_pool: Optional[int] = 5_000  # the first N of this seeded subset (None: all)
     autoattack_budget: str = "cpu"   # "standard" or "cpu" (labelled NOT standard)
     # The paper's Section 3 (Figures 2 and 3) trains 10 runs, several with 20-40 attack
     # steps (about 20 Standard runs of work), so it has its own, smaller budget.
@@ -52,18 +53,19 @@ class Scale:
 
 
 SCALES = {
-    "cpu": Scale("cpu", train_images=10_000, epochs=20, test_images=5_000, sweep_images=1_000,
+    "cpu": Scale("cpu", train_images=10_000, epochs=20, test_images=None, sweep_images=1_000,
                  figure_images=1_000, eval_per_epoch=500, demo_epochs=3,
                  about="the whole table in about two hours on a 2-core CPU"),
     "paper": Scale("paper", train_images=None, epochs=PAPER_EPOCHS, test_images=None,
                    sweep_images=10_000, figure_images=10_000, eval_per_epoch=1_000,
                    demo_epochs=5, about="the paper's full settings; meant for one GPU",
-                   autoattack_images=10_000, autoattack_budget="standard",
+                   autoattack_images=10_000, autoattack_budget="standard", autoattack_pool=None,
                    s3_train_images=None, s3_epochs=PAPER_EPOCHS, s3_test_images=None),
 }
 # --smoke shrinks any scale to this (CI runs it on the bundled MNIST subset).
 SMOKE = dict(train_images=128, epochs=2, test_images=100, sweep_images=50, figure_images=50,
              eval_per_epoch=20, demo_epochs=1, autoattack_images=20, autoattack_budget="cpu",
+             autoattack_pool=100,
              s3_train_images=128, s3_epochs=2, s3_test_images=50)
 
 

@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from fosc_jax import checkpointing, figures
-from fosc_jax.reproduce import pipeline
+from fosc_jax.reproduce import pipeline, section3, seeds, stats
 from fosc_jax.reproduce.plan import PAPER_EPOCHS, PAPER_LR_DROPS, PAPER_T_PRIME, Run, Scale, run_config
 
 ATTACKS = (("fgsm", "FGSM"), ("pgd10", "PGD-10"), ("pgd20", "PGD-20"), ("cw", "CW-inf"))
@@ -43,6 +43,26 @@ def _cell(ours: Optional[float], paper: Optional[float]) -> str:
     if paper is None:
         return f"{ours:.2f}"
     return f"{ours:.2f} ({paper:.2f}; {ours - paper:+.2f})"
+
+
+def _cell_se(entry: Optional[Mapping], paper: Optional[float]) -> str:
+    """ours ± binomial SE (paper; difference), in %."""
+    if entry is None:
+        return "-"
+    ours = _pct(entry)
+    se = 100.0 * stats.binomial_se(entry["accuracy"], entry["n"])
+    return f"{ours:.2f} ± {se:.2f}" + ("" if paper is None else
+                                        f" ({paper:.2f}; {ours - paper:+.2f})")
+
+
+def _autoattack_records(runs, out) -> dict:
+    recs = {}
+    for run in runs:
+        path = os.path.join(out, "eval", "autoattack", f"{run.name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                recs[run.name] = json.load(f)
+    return recs
 
 
 def _machine() -> str:
@@ -178,8 +198,8 @@ def _white_rows(runs, records) -> list[str]:
         if rec is None or run.role != "defense":
             continue
         paper = PAPER_WHITE.get(run.defense, {})
-        cells = [_cell(_pct(rec["clean"]), paper.get("clean"))]
-        cells += [_cell(_pct(rec["white_box"].get(k)), paper.get(k)) for k, _ in ATTACKS]
+        cells = [_cell_se(rec["clean"], paper.get("clean"))]
+        cells += [_cell_se(rec["white_box"].get(k), paper.get(k)) for k, _ in ATTACKS]
         cells.append(f"{_pct(rec['worst_case']):.2f}")
         lines.append(f"| {LABELS[run.defense]} | {run.name} | " + " | ".join(cells)
                      + f" | {rec['clean']['n']} |")
@@ -224,35 +244,12 @@ def _autoattack_lines(runs, out) -> list[str]:
             "|---|---|---|---|---|---|"] + rows
 
 
-def _gap_lines(records) -> list[str]:
-    """Dynamic - Standard per attack (seed means) next to the seed spread and binomial SE."""
-    def acc(name, key):
-        rec = records.get(name)
-        if rec is None:
-            return None
-        return _pct(rec["clean"] if key == "clean" else rec["white_box"][key])
-    lines = ["| quantity | clean | FGSM | PGD-10 | PGD-20 | CW-inf |", "|---|---|---|---|---|---|"]
-    keys = ["clean"] + [k for k, _ in ATTACKS]
-    vals = {n: [acc(n, k) for k in keys] for n in ("standard_s0", "standard_s1", "dynamic_s0",
-                                                    "dynamic_s1")}
-    if any(v is None for vs in vals.values() for v in vs):
-        return ["(needs both seeds of Standard and Dynamic)"]
-    s = np.array([vals["standard_s0"], vals["standard_s1"]])
-    d = np.array([vals["dynamic_s0"], vals["dynamic_s1"]])
-    n = records["standard_s0"]["clean"]["n"]
-    se = [np.sqrt(max(p, 1.0) * max(100 - p, 1.0) / n) for p in s.mean(0)]
-    row = lambda name, arr: f"| {name} | " + " | ".join(f"{v:+.2f}" if "gap" in name else f"{v:.2f}" for v in arr) + " |"  # noqa: E731,E501
-    lines += [row("Standard, mean of 2 seeds", s.mean(0)), row("Dynamic, mean of 2 seeds", d.mean(0)),
-              row("Dynamic - Standard (gap)", d.mean(0) - s.mean(0)),
-              row("Standard seed spread, abs(s0 - s1)", np.abs(s[0] - s[1])),
-              row("Dynamic seed spread, abs(s0 - s1)", np.abs(d[0] - d[1])),
-              row(f"binomial SE of one number (n={n})", se)]
-    return lines
-
-
 def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: str,
                  readme: Optional[str] = None, log=print) -> str:
     """Figures and OUT/RESULTS.md from what the earlier stages left in ``out``."""
+    all_runs = runs
+    s3_runs = [r for r in runs if r.study == "section3"]
+    runs = [r for r in runs if r.study == "table"]
     records = {}
     for run in runs:
         path = os.path.join(out, "eval", pipeline.EVAL_FILE.format(name=run.name))
@@ -260,10 +257,20 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
             with open(path) as f:
                 records[run.name] = json.load(f)
     made = draw_figures(runs, scale, ds, out, records, log=log)
+    aa_records = _autoattack_records(runs, out)
+    comparisons = seeds.compare(runs, records, aa_records)
+    s3_records = {}
+    for run in s3_runs:
+        if os.path.exists(section3.eval_path(out, run)):
+            with open(section3.eval_path(out, run)) as f:
+                s3_records[run.name] = json.load(f)
+    if s3_records:
+        made.update(section3.draw_section3(s3_runs, out, s3_records, log=log))
     from fosc_jax.report import read_metrics
     metrics = {r.name: read_metrics(pipeline.run_dir(out, r))
-               for r in runs if pipeline.epochs_done(pipeline.run_dir(out, r))}
-    cfg = run_config(runs[1], scale, "files:MNIST")
+               for r in all_runs if pipeline.epochs_done(pipeline.run_dir(out, r))}
+    from fosc_jax.reproduce.plan import RUNS
+    cfg = run_config(next(r for r in RUNS if r.defense == "dynamic"), scale, "files:MNIST")
     prov_path = os.path.join(out, "provenance.json")
     prov = json.load(open(prov_path)) if os.path.exists(prov_path) else {}
     train_s = sum(_seconds(m) for m in metrics.values())
@@ -297,8 +304,8 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
          "| evaluation attacks | FGSM; PGD-10/20 step eps/4, random start; CW-inf kappa 50, 30 steps | same |",
          "| black-box | ResNet-50 for CIFAR; defense architecture for MNIST, Standard AT | the MNIST CNN trained with Standard AT, seed 100 |",
          "",
-         f"Seeds: Standard and Dynamic with seeds 0 and 1, Curriculum and Unsecured seed 0, "
-         f"surrogate seed 100 (a seed sets initialisation, data order and attack noise). "
+         f"Seeds: {_seed_sentence(runs)} (a seed sets initialisation, data order and attack "
+         f"noise). "
          f"Machine: {_machine()}. Training: {train_s / 60:.0f} min of epoch time over "
          f"{len(metrics)} runs; evaluation: {eval_s / 60:.0f} min. Code: training at commit "
          f"{_commits(prov, 'train_commit')}, evaluation at {_commits(prov, 'eval_commit')}, "
@@ -313,8 +320,17 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
           "The four attacks crafted once on the surrogate and scored on each defense; the paper "
           "reports black-box numbers for Standard and Dynamic only.", ""]
     L += _black_rows(runs, records)
-    L += ["", "## Seed noise against the Dynamic - Standard gap (white-box, points)", ""]
-    L += _gap_lines(records)
+    L += ["", "## Dynamic against Standard over seeds (white-box accuracy, %)", "",
+          "Each seed is one training run and its final model; the difference's interval is "
+          "Welch's t interval (unequal variances) over seeds, the spread's is the F interval of "
+          "the variance ratio; a verdict is given only where the 95% interval excludes no "
+          "difference. AutoAttack is scored on its own subset (below). The binomial SE of one "
+          "model's accuracy is in the white-box table; the seed-to-seed spread is larger.", ""]
+    L += seeds.comparison_lines(comparisons)
+    summary = seeds.summary_line(comparisons)
+    if summary:
+        L += ["", f"**Verdict.** {summary}"]
+    L += _section3_lines(all_runs, s3_runs, scale, out, records, s3_records, comparisons)
     L += ["", "## Honesty checks", ""]
     for name, rec in records.items():
         warns = (rec.get("honesty") or {}).get("warnings") or []
@@ -348,7 +364,8 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
         f.write("\n".join(L))
     os.replace(path + ".tmp", path)
     if readme and records and update_readme(readme, readme_table(
-            runs, records, scale, os.path.relpath(path, os.path.dirname(os.path.abspath(readme))))):
+            runs, records, scale, os.path.relpath(path, os.path.dirname(os.path.abspath(readme))),
+            summary)):
         log(f"[report] updated the results table in {readme}")
     return path
 
@@ -357,14 +374,16 @@ README_START = "<!-- reproduction table: start (written by python -m fosc_jax.re
 README_END = "<!-- reproduction table: end -->"
 
 
-def readme_table(runs: Sequence[Run], records: Mapping, scale: Scale, results_md: str) -> str:
-    """The white-box rows of RESULTS.md for the README, with where they come from."""
+def readme_table(runs: Sequence[Run], records: Mapping, scale: Scale, results_md: str,
+                 summary: Optional[str] = None) -> str:
+    """The white-box rows of RESULTS.md for the README, with where they come from, and the
+    seed verdict with its interval."""
     n = next((r["clean"]["n"] for r in records.values()), 0)
     return "\n".join(
         [f"MNIST, eps 0.3, scale `{scale.name}` ({scale.train_images or 60000:,} training images, "
          f"{scale.epochs} epochs; n = {n:,} test images; each cell: ours (paper; difference)); "
          f"details, black-box, seeds and figures in [{results_md}]({results_md}):", ""]
-        + _white_rows(runs, records))
+        + _white_rows(runs, records) + ([] if not summary else ["", f"**Verdict.** {summary}"]))
 
 
 def update_readme(path: str, table: str) -> bool:
@@ -415,30 +434,121 @@ def _collapse_section(runs, metrics) -> list[str]:
     return L
 
 
+def _seed_sentence(runs: Sequence[Run]) -> str:
+    by = {}
+    for r in runs:
+        if r.role == "defense":
+            by.setdefault(r.defense, []).append(r.seed)
+    parts = [f"{LABELS.get(d, d)} {', '.join(map(str, v))}" for d, v in by.items()]
+    sur = [r.seed for r in runs if r.role == "surrogate"]
+    return "; ".join(parts) + (f"; surrogate {sur[0]}" if sur else "")
+
+
+def _section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
+                    comparisons) -> list[str]:
+    """Section 3 (Figures 2 and 3), the FOSC-vs-loss claim and the claims table."""
+    L = ["", "## Section 3: convergence quality against robustness", ""]
+    if not s3_records:
+        return L + ["Not evaluated yet (stage `section3`, after the Section 3 runs are trained)."]
+    std_sd = next((c for c in comparisons if c.label == "PGD-20"), None)
+    sd = (stats.mean_sd(std_sd.standard)[1] if std_sd is not None and len(std_sd.standard) > 1
+          else None)
+    L += [f"Scale: the first {scale.s3_train_images or 60000:,} training images, "
+          f"{scale.s3_epochs} epochs (lr / 10 at the same fractions as the paper), one seed "
+          f"(0) per model; tested on a seeded subset of {scale.s3_test_images or 10000:,} test "
+          "images (PGD-20 with step eps/4 is the paper's evaluation, shared by every model). "
+          "One seed per model: a difference between two of these models is only called when "
+          "it exceeds 2.77 x the seed SD of Standard measured above (the 95% half-width of a "
+          "difference of two single-seed runs)"
+          + (f", i.e. {2.77 * sd:.1f} points." if sd is not None else "."), ""]
+    L += section3.section3_lines(s3_runs, scale, out, s3_records)
+    points = section3.claim_points(all_runs, out, records, s3_records)
+    rows, answer = section3.claim_rows(points)
+    L += ["", "### Does the last epoch's FOSC predict final robustness better than the loss?", "",
+          "Every run with a training attack, FOSC samples and a final PGD-20 number "
+          f"({len(points)} runs: the seed runs on the full test set, the Section 3 runs on their "
+          "subset; Unsecured and the collapsed demo have no meaningful FOSC). Features of the "
+          "last epoch's sample of 2,000 training adversarial examples, each at the iterate "
+          "where its attack stopped.", ""] + rows
+    if answer:
+        L += ["", f"**Answer.** {answer}"]
+    L += ["", "### The paper's claims at this scale", "",
+          "| claim | paper | ours | holds at this scale? |", "|---|---|---|---|"]
+    L += _claims_table(s3_runs, s3_records, comparisons, points, sd)
+    return L
+
+
+def _pgd20(records, name) -> Optional[float]:
+    rec = records.get(name)
+    return None if rec is None else 100.0 * rec["attacks"]["pgd20"]["accuracy"]
+
+
+def _called(gap: float, sd: Optional[float]) -> Optional[bool]:
+    """Is a difference between two single-seed runs beyond seed noise? (None: unknown)"""
+    return None if sd is None else abs(gap) > 2.77 * sd
+
+
+def _claims_table(s3_runs, s3, comparisons, points, sd) -> list[str]:
+    rows = []
+    c = next((c for c in comparisons if c.label == "PGD-20"), None)
+    if c is not None and c.difference is not None:
+        d = c.difference
+        rows.append(f"| Dynamic AT is more robust than Standard AT (PGD-20) | +0.65 (91.27 vs "
+                    f"90.62, one run each) | {d.estimate:+.2f} [{d.low:+.2f}, {d.high:+.2f}] over "
+                    f"{c.n} | {c.verdict()} |")
+    for sweep, paper, label in (
+            ("step_size", "step eps converges worst and is least robust; eps/4 and eps/8 best",
+             "PGD-20 of models trained with step eps, eps/2, eps/4, eps/8"),
+            ("num_steps", "more steps converge better and are more robust, with diminishing "
+             "returns", "PGD-20 of models trained with 10, 20, 30, 40 steps of eps/6")):
+        rs = [r for r in s3_runs if r.sweep == sweep and r.name in s3]
+        if len(rs) < 2:
+            continue
+        vals = [_pgd20(s3, r.name) for r in rs]
+        spread = max(vals) - min(vals)
+        called = _called(spread, sd)
+        best = rs[int(np.argmax(vals))]
+        holds = ("not resolved: the models differ by less than seed noise" if called is False
+                 else "unknown (no seed SD)" if called is None else
+                 ("yes" if (sweep == "step_size" and (best.step_fraction or 0.25) <= 0.25) or
+                  (sweep == "num_steps" and (best.steps or 10) >= 30) else "no")
+                 + f": best {best.name}")
+        rows.append(f"| {label} | {paper} | {', '.join(f'{v:.1f}' for v in vals)} | {holds} |")
+    fp = [r for r in s3_runs if r.sweep == "fgsm" and r.name in s3]
+    if len(fp) == 2:
+        pgd, fgsm = (_pgd20(s3, n) for n in ("s3_pgd", "s3_fgsm_pgd"))
+        gap = fgsm - pgd
+        called = _called(gap, sd)
+        holds = ("yes" if gap >= 0 or called is False else "no") if called is not None else "unknown"
+        rows.append(f"| FGSM in early epochs, PGD later, is as robust as PGD throughout "
+                    f"(Figure 3) | comparable or better | FGSM-then-PGD {fgsm:.1f} vs PGD {pgd:.1f} "
+                    f"({gap:+.1f}) | {holds}"
+                    + (" (within seed noise)" if called is False else "") + " |")
+    if len(points) >= 4 and np.ptp([p.pgd20 for p in points]) > 0:
+        r = stats.spearman([p.fosc_mean for p in points], [p.pgd20 for p in points])
+        rl = stats.spearman([p.loss_mean for p in points], [p.pgd20 for p in points])
+        adv = section3.bootstrap_rank_advantage([p.fosc_mean for p in points],
+                                                [p.loss_mean for p in points],
+                                                [p.pgd20 for p in points])
+        holds = stats.verdict(adv, null=0.0, above="yes", below="no",
+                              n=f"{len(points)} runs")
+        rows.append(f"| Final FOSC tracks robustness; the loss does not (Figure 2) | lower FOSC, "
+                    f"more robust; loss not consistent | rho(FOSC mean, PGD-20) {r.rho:+.2f}, "
+                    f"rho(loss mean, PGD-20) {rl.rho:+.2f}, n = {r.n} | {holds} |")
+    return rows
+
+
 def _discussion(runs, records, scale) -> list[str]:
     L = ["## Discussion", ""]
-    def pgd20(name):
-        rec = records.get(name)
-        return None if rec is None else _pct(rec["white_box"]["pgd20"])
-    s = [v for v in (pgd20("standard_s0"), pgd20("standard_s1")) if v is not None]
-    d = [v for v in (pgd20("dynamic_s0"), pgd20("dynamic_s1")) if v is not None]
-    if s and d:
-        gap = np.mean(d) - np.mean(s)
-        spread = max(max(s) - min(s), max(d) - min(d)) if len(s) > 1 and len(d) > 1 else None
-        verdict = ("larger than" if spread is not None and abs(gap) > spread else
-                   "within" if spread is not None else "not comparable to (one seed)")
-        L.append(f"- PGD-20: Dynamic {np.mean(d):.2f}% against Standard {np.mean(s):.2f}% "
-                 f"(mean of {len(d)} and {len(s)} seeds), a gap of {gap:+.2f} points, "
-                 f"{verdict} the seed spread"
-                 + (f" ({spread:.2f} points)." if spread is not None else ".")
-                 + " The paper reports +0.65 points (91.27 vs 90.62).")
+    s = seeds.seed_values(runs, records, "standard", "pgd20")
+    if s:
         paper_gap = PAPER_WHITE["standard"]["pgd20"] - np.mean(s)
-        L.append(f"- Our Standard AT sits {paper_gap:.1f} points below the paper's PGD-20 "
-                 f"number. The scale explains most of it: {scale.train_images or 60000:,} "
-                 f"images for {scale.epochs} epochs is "
-                 f"{(scale.train_images or 60000) * scale.epochs / (60000 * PAPER_EPOCHS):.1%} of the "
-                 "paper's training examples seen, and MNIST adversarial training at eps 0.3 "
-                 "is known to keep improving for tens of thousands of steps.")
+        L.append(f"- Our Standard AT (mean of {len(s)} seeds) sits {paper_gap:.1f} points below "
+                 f"the paper's PGD-20 number. The scale explains most of it: "
+                 f"{scale.train_images or 60000:,} images for {scale.epochs} epochs is "
+                 f"{(scale.train_images or 60000) * scale.epochs / (60000 * PAPER_EPOCHS):.1%} "
+                 "of the paper's training examples seen, and MNIST adversarial training at eps "
+                 "0.3 is known to keep improving for tens of thousands of steps.")
     unsec = records.get("unsecured")
     if unsec:
         L.append(f"- Unsecured: clean {_pct(unsec['clean']):.2f}%, PGD-10 "
