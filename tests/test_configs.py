@@ -53,7 +53,7 @@ def paper_table():
     a cell reading "same" replaced by the one to its left."""
     with open(os.path.join(ROOT, "docs", "method.md")) as f:
         section = f.read().split("## The paper's settings (section 5.1)", 1)[1]
-    lines = [line for line in section.strip().split("\n\n")[0].splitlines()]
+    lines = section.strip().split("\n\n")[0].splitlines()
     columns = [c.strip() for c in lines[0].strip().strip("|").split("|")][1:]
     table = {}
     for line in lines[2:]:
@@ -170,4 +170,6 @@ def test_every_config_is_covered_here():
     named = {n for _, names in PAPER_COLUMNS.values() for n in names}
     named |= {"quickstart", "quickstart_trades", "quickstart_dynamic_trades", "cifar_trades",
               "cifar_dynamic_trades"}
-    assert {os.path.basename(p)[:-3] for p in CONFIGS} == named
+    shipped = {os.path.basename(p)[:-3] for p in CONFIGS}
+    assert shipped == named, (f"configs/ and this file disagree on {shipped ^ named}: name a new "
+                              "config in PAPER_COLUMNS or test_variants_change_only_what_differs")
