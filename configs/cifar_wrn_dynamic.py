@@ -1,45 +1,12 @@
 """CIFAR-10 WideResNet-34-10: Dynamic AT (Wang et al. 2019, Algorithm 1).
 
-Madry et al.'s schedule: lr 0.1, / 10 at 50% and 75% of 120 epochs, weight decay 2e-4.
+Madry et al.'s schedule, from fosc_jax.config.cifar_wrn_config: lr 0.1, / 10 at 50% and 75%
+of 120 epochs, weight decay 2e-4.
 
     python train.py --config configs/cifar_wrn_dynamic.py --workdir runs/cifar_wrn_dynamic
 """
-from fosc_jax.config import base_config
+from fosc_jax.config import cifar_wrn_config
 
 
 def get_config():
-    c = base_config()
-    c.name = "cifar_wrn_dynamic"
-    c.seed = 0
-
-    # Data
-    c.data.name = "cifar10"
-    c.data.source = "tfds"        # or "files:DIR" (local files), "bundled" (MNIST subset)
-    c.data.augment = "cifar"      # 4-pixel pad + random crop + horizontal flip, on device
-
-    # Model
-    c.model.name = "wrn34_10"     # WideResNet-34-10 (Madry et al.'s large model)
-
-    # Training attack (docs/method.md)
-    c.attack.eps = 8 / 255        # L-inf radius, pixels in [0, 1]
-    c.attack.step_size = None     # None: eps / 4
-    c.attack.num_steps = 10       # K
-    c.attack.random_start = True  # x0 + U(-eps, eps)
-    c.attack.bn_mode = "train"    # BatchNorm on the attacked batch's statistics (Madry)
-
-    # Defense
-    c.defense.name = "dynamic"
-    c.defense.c_max = 0.5         # FOSC threshold at epoch 0
-    c.defense.t_prime = 100       # c_t = max(c_max - t * c_max / T', 0) is 0 from epoch T'
-    c.defense.fosc_origin = "clean"  # FOSC measured from x0 (released code: "start")
-    c.defense.loss_weighting = False  # released code: weight by adversarial CE
-
-    # Schedule and optimizer: SGD, momentum, L2 weight decay on kernels
-    c.num_epochs = 120
-    c.batch_size = 128            # global batch, split over devices
-    c.optim.lr = 0.1
-    c.optim.momentum = 0.9
-    c.optim.weight_decay = 2e-4
-    c.optim.lr_drop_epochs = (60, 90)  # lr x lr_drop_factor at these epochs
-    c.optim.lr_drop_factor = 0.1
-    return c
+    return cifar_wrn_config("dynamic")

@@ -1,43 +1,12 @@
 """CIFAR-10 WideResNet-34-10: Standard AT (Madry et al.: PGD-10 on every example).
 
-Madry et al.'s schedule: lr 0.1, / 10 at 50% and 75% of 120 epochs, weight decay 2e-4.
+Madry et al.'s schedule, from fosc_jax.config.cifar_wrn_config: lr 0.1, / 10 at 50% and 75%
+of 120 epochs, weight decay 2e-4.
 
     python train.py --config configs/cifar_wrn_standard.py --workdir runs/cifar_wrn_standard
 """
-from fosc_jax.config import base_config
+from fosc_jax.config import cifar_wrn_config
 
 
 def get_config():
-    c = base_config()
-    c.name = "cifar_wrn_standard"
-    c.seed = 0
-
-    # Data
-    c.data.name = "cifar10"
-    c.data.source = "tfds"        # or "files:DIR" (local files), "bundled" (MNIST subset)
-    c.data.augment = "cifar"      # 4-pixel pad + random crop + horizontal flip, on device
-
-    # Model
-    c.model.name = "wrn34_10"     # WideResNet-34-10 (Madry et al.'s large model)
-
-    # Training attack (docs/method.md)
-    c.attack.eps = 8 / 255        # L-inf radius, pixels in [0, 1]
-    c.attack.step_size = None     # None: eps / 4
-    c.attack.num_steps = 10       # K
-    c.attack.random_start = True  # x0 + U(-eps, eps)
-    c.attack.bn_mode = "train"    # BatchNorm on the attacked batch's statistics (Madry)
-
-    # Defense
-    c.defense.name = "standard"
-    c.defense.t_prime = 100       # unused here; the Dynamic AT value of this setting
-    c.defense.loss_weighting = False  # released code: weight by adversarial CE
-
-    # Schedule and optimizer: SGD, momentum, L2 weight decay on kernels
-    c.num_epochs = 120
-    c.batch_size = 128            # global batch, split over devices
-    c.optim.lr = 0.1
-    c.optim.momentum = 0.9
-    c.optim.weight_decay = 2e-4
-    c.optim.lr_drop_epochs = (60, 90)  # lr x lr_drop_factor at these epochs
-    c.optim.lr_drop_factor = 0.1
-    return c
+    return cifar_wrn_config("standard")

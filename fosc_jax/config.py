@@ -1,6 +1,10 @@
 """The experiment config: defaults, and validation of a whole ConfigDict in one place.
 
-Every experiment file in ``configs/`` starts from :func:`base_config` and overrides fields.
+:func:`base_config` lists every field with its default. The settings an experiment starts
+from are built on it, each the one source of its values: :func:`mnist_config` (the paper's
+MNIST setting), :func:`cifar_config` (its CIFAR-10 setting), :func:`cifar_wrn_config`
+(WideResNet-34-10 on CIFAR-10) and :func:`quickstart_config` (the bundled MNIST subset, minutes
+on a CPU). Every file in ``configs/`` calls one of them and changes only what differs.
 :func:`validate_config` runs before any compute and raises :class:`ConfigError` naming the
 field, the bad value and the accepted values.
 """
@@ -19,7 +23,10 @@ DTYPES = ("float32", "bfloat16")
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Defaults: the paper's MNIST Dynamic AT setting (section 5.1 and docs/method.md)."""
+    """Every field and its default: the paper's MNIST Dynamic AT values (section 5.1,
+    docs/method.md), except ``attack.bn_mode``. That stays "train" here (Madry et al.'s choice
+    and the CIFAR-10 setting; tests and benchmarks start from base_config), while
+    :func:`mnist_config` sets "eval", without which eps 0.3 collapses every defense."""
     c = ml_collections.ConfigDict()
     c.name = "mnist_dynamic"
     c.seed = 0
@@ -44,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.attack.num_steps = 10       # K
     c.attack.random_start = True
     c.attack.bn_mode = "train"    # BatchNorm mode while attacking: "train" (Madry) or "eval"
+                                  # (mnist_config: "train" collapses at eps 0.3)
 
     c.defense = ml_collections.ConfigDict()
     c.defense.name = "dynamic"
@@ -78,11 +86,19 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def mnist_config(defense: str) -> ml_collections.ConfigDict:
-    """The paper's MNIST setting (4-layer CNN, eps 0.3, 50 epochs, lr drops at 20 and 40)."""
+def _named(name: str, defense: str) -> ml_collections.ConfigDict:
     c = base_config()
-    c.name = f"mnist_{defense}"
+    c.name = name
     c.defense.name = defense
+    return c
+
+
+def mnist_config(defense: str) -> ml_collections.ConfigDict:
+    """The paper's MNIST setting for ``defense``, the one source of it (configs/mnist_*.py and
+    the reproduction use it): 4-layer CNN, eps 0.3, PGD-10 of step eps/4, 50 epochs, T' 40,
+    SGD lr 0.01, momentum 0.9, / 10 at epochs 20 and 40, weight decay 1e-4, batch 128, no
+    augmentation. These are base_config's values; only the attack's BatchNorm mode differs."""
+    c = _named(f"mnist_{defense}", defense)
     # The attack sees BatchNorm in inference mode, as in the authors' released Keras code
     # (its attack's sess.run never feeds the learning phase). With train-mode BN at eps 0.3
     # and lr 0.01 the dense-128 ReLUs all die within ~20 steps and every defense collapses
@@ -92,29 +108,48 @@ def mnist_config(defense: str) -> ml_collections.ConfigDict:
 
 
 def cifar_config(defense: str) -> ml_collections.ConfigDict:
-    """The paper's CIFAR-10 setting (8-layer CNN, eps 8/255, 120 epochs, drops at 60, 100)."""
-    c = base_config()
-    c.name = f"cifar_{defense}"
-    c.defense.name = defense
+    """The paper's CIFAR-10 setting for ``defense`` (configs/cifar_*.py): what differs from
+    the MNIST setting. The attack (PGD-10 of step eps/4, random start), SGD (lr 0.01,
+    momentum 0.9, weight decay 1e-4) and batch 128 are the same."""
+    c = _named(f"cifar_{defense}", defense)
     c.data.name = "cifar10"
-    c.data.augment = "cifar"
-    c.model.name = "cifar_cnn"
+    c.data.augment = "cifar"      # 4-pixel pad + random crop + horizontal flip, on device
+    c.model.name = "cifar_cnn"    # the paper's 8-layer CNN
     c.attack.eps = 8 / 255
+    c.attack.bn_mode = "train"    # BatchNorm on the attacked batch's statistics (Madry)
     c.num_epochs = 120
-    c.defense.t_prime = 100
+    c.defense.t_prime = 100       # Dynamic AT: c_t reaches 0 at epoch T'
     c.optim.lr_drop_epochs = (60, 100)
     return c
 
 
 def cifar_wrn_config(defense: str) -> ml_collections.ConfigDict:
     """WideResNet-34-10 on CIFAR-10 with Madry's schedule (lr 0.1, /10 at 50% and 75%,
-    weight decay 2e-4); 120 epochs, T' = 100 for Dynamic."""
+    weight decay 2e-4); 120 epochs, T' = 100 for Dynamic (configs/cifar_wrn_*.py)."""
     c = cifar_config(defense)
     c.name = f"cifar_wrn_{defense}"
     c.model.name = "wrn34_10"
     c.optim.lr = 0.1
     c.optim.weight_decay = 2e-4
     c.optim.lr_drop_epochs = (60, 90)
+    return c
+
+
+def quickstart_config(defense: str) -> ml_collections.ConfigDict:
+    """Minutes on a CPU, offline (configs/quickstart*.py): the MNIST CNN and optimizer on the
+    2,000 training images bundled in the package, 4 epochs (T' 4, lr / 10 at epoch 3), eps 0.1
+    (the paper's 0.3 needs many more epochs before an MNIST model leaves chance level), batch
+    64, and the per-epoch test on 500 images. The attack's BatchNorm is in train mode."""
+    c = _named("quickstart" if defense == "dynamic" else f"quickstart_{defense}", defense)
+    c.data.source = "bundled"     # 2,000 MNIST training images inside the package
+    c.attack.eps = 0.1
+    c.num_epochs = 4
+    c.defense.t_prime = 4
+    c.batch_size = 64
+    c.optim.lr_drop_epochs = (3,)
+    c.eval.num_examples = 500     # clean / PGD-10 accuracy on 500 test images each epoch
+    c.eval.batch_size = 250
+    c.log_every = 10
     return c
 
 
