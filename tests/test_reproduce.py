@@ -99,6 +99,27 @@ def test_section3_runs_follow_the_papers_sweeps():
         assert {s for dd, s in seeds if dd == d} == {0, 1, 2, 3, 4}
 
 
+def test_a_stop_signal_ends_the_reproduction_not_just_the_current_run(tmp_path, monkeypatch):
+    """SIGTERM used to checkpoint the run in progress and then start the next run; now the
+    whole reproduction stops (resumable), and the command exits 75 (EX_TEMPFAIL)."""
+    from fosc_jax.reproduce import pipeline
+    runs = tuple(r for r in RUNS if r.name in ("s3_pgd", "s3_fgsm_pgd"))
+    scale = plan.SCALES["cpu"]
+    import dataclasses
+    scale = dataclasses.replace(scale, **plan.SMOKE)
+    out = str(tmp_path / "repro")
+    calls = []
+    stop = lambda step: calls.append(step) or True  # noqa: E731  (a signal arrived at once)
+    assert pipeline.train_all(runs, scale, "bundled", out, should_stop=stop) is False
+    assert calls, "the flag is polled by the training loop"
+    first = pipeline.epochs_done(pipeline.run_dir(out, runs[0]))
+    assert first < scale.s3_epochs
+    assert not os.path.exists(pipeline.run_dir(out, runs[1]))
+    monkeypatch.setattr(pipeline, "train_all", lambda *a, **k: False)
+    assert cli.main(["mnist", "--smoke", "--data", "bundled", "--out", out,
+                     "--stages", "train,eval"]) == cli.EXIT_STOPPED == 75
+
+
 def test_cli_rejects_unknown_runs_in_one_line(capsys):
     assert cli.main(["mnist", "--data", "bundled", "--runs", "standard_s9"]) == 2
     err = capsys.readouterr().err

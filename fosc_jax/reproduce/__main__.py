@@ -16,6 +16,9 @@ import sys
 import time
 from typing import Optional, Sequence
 
+# Exit status of a reproduction stopped by SIGTERM/SIGINT (checkpointed; rerun to resume):
+# EX_TEMPFAIL, so a scheduler or a script retries instead of taking it for success.
+EXIT_STOPPED = 75
 STAGES = ("train", "export", "eval", "autoattack", "section3", "report")
 
 
@@ -85,8 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
     log(f"reproduce mnist, scale {scale.name}: {scale.train_images or 60000} training images, "
         f"{scale.epochs} epochs, {scale.test_images or 10000} test images -> {out}")
-    if "train" in stages:
-        pipeline.train_all(runs, scale, source, out, log=log)
+    if "train" in stages and not pipeline.train_all(runs, scale, source, out, log=log):
+        return EXIT_STOPPED
     if "export" in stages:
         pipeline.export_all(runs, scale, out, log=log)
     if {"eval", "autoattack", "section3", "report"} & set(stages):

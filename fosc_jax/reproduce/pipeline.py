@@ -107,11 +107,27 @@ def _estimate(runs: Sequence[Run], scale: Scale, out: str) -> Optional[float]:
 
 
 def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
-              dataset=None, log=print) -> None:
+              dataset=None, log=print, should_stop=None) -> bool:
     """Train each run to its last epoch (resuming), printing a wall-time estimate as soon as
-    the first epoch of the reproduction is measured and after every run."""
-    from fosc_jax.training import train_and_evaluate
+    the first epoch of the reproduction is measured and after every run.
 
+    One stop flag (SIGTERM/SIGINT by default) serves every run: once it is set, the run in
+    progress checkpoints and returns, no further run starts, and this returns False."""
+    from fosc_jax.training import PreemptionFlag, train_and_evaluate
+
+    flag = should_stop if should_stop is not None else PreemptionFlag()
+    try:
+        return _train_runs(runs, scale, source, out, dataset, log, flag, train_and_evaluate)
+    finally:
+        if should_stop is None:
+            flag.restore()
+
+
+def _stopped(flag) -> bool:
+    return bool(flag(0))
+
+
+def _train_runs(runs, scale, source, out, dataset, log, flag, train_and_evaluate) -> bool:
     for run in runs:
         config = run_config(run, scale, source)
         wd = run_dir(out, run)
@@ -128,15 +144,23 @@ def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
             # Measure one epoch first so the estimate comes early (resume continues after).
             first = config.copy_and_resolve_references()
             first.stop_after_epochs = 1
-            train_and_evaluate(first, wd, dataset=dataset)
+            train_and_evaluate(first, wd, dataset=dataset, should_stop=flag)
+            if _stopped(flag):
+                break
             left = _estimate(runs, scale, out)
             log(f"[train] first epoch took {time.time() - t0:.0f} s; training left: about "
                 f"{left / 60:.0f} min (+ evaluation)")
-        train_and_evaluate(config, wd, dataset=dataset)
+        train_and_evaluate(config, wd, dataset=dataset, should_stop=flag)
+        if _stopped(flag):
+            break
         export_all([run], scale, out, log=log)
         left = _estimate(runs, scale, out)
         log(f"[train] {run.name}: done in {time.time() - t0:.0f} s; training left: about "
             f"{(left or 0) / 60:.0f} min")
+    if _stopped(flag):
+        log("[train] stopped by a signal; rerun the same command to resume")
+        return False
+    return True
 
 
 def export_all(runs: Sequence[Run], scale: Scale, out: str, log=print) -> None:
