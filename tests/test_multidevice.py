@@ -35,7 +35,7 @@ def test_quickstart_and_evaluate_on_8_devices(tmp_path):
     assert rec["num_devices"] == 8 and rec["clean"]["n"] == 36 and rec["batch_size"] % 8 == 0
 
     # Clean accuracy recomputed here, on one device, with plain numpy on the same subset.
-    from fosc_jax.checkpointing import load_classifier
+    from fosc_jax import load_classifier
     from fosc_jax.data import load_dataset
     from fosc_jax.evaluation.api import subset_indices
     clf = load_classifier(run)

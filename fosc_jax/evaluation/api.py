@@ -176,7 +176,7 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
 
 
 def _load_classifier(workdir: str) -> Classifier:
-    from fosc_jax.checkpointing import load_classifier
+    from fosc_jax.rundir.export import load_classifier
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir!r} does not exist.")
     return load_classifier(workdir)

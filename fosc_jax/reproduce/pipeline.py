@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fosc_jax import checkpointing, legacy
+from fosc_jax import rundir as checkpointing
 from fosc_jax.reproduce.plan import Run, Scale, run_config
 
 # Relative cost of a run's epoch against a Standard epoch (for the wall-time estimate):
@@ -114,7 +114,6 @@ def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
     for run in runs:
         config = run_config(run, scale, source)
         wd = run_dir(out, run)
-        legacy.migrate_run(wd) if os.path.isdir(wd) else None  # 0-based runs of older code
         done = epochs_done(wd)
         if done >= config.num_epochs:
             log(f"[train] {run.name}: finished ({done} epochs), skipped")

@@ -13,7 +13,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from fosc_jax import checkpointing, figures
+from fosc_jax import rundir as checkpointing
+from fosc_jax.reporting import figures
 from fosc_jax.reproduce import pipeline
 from fosc_jax.reproduce.plan import PAPER_EPOCHS, PAPER_LR_DROPS, PAPER_T_PRIME, Run, Scale, run_config
 
@@ -72,7 +73,7 @@ def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: 
     """FOSC densities of several runs at a few epochs on one axis (colour: run, style: epoch)."""
     import matplotlib.pyplot as plt
 
-    from fosc_jax.report import reflected_kde
+    from fosc_jax.reporting.report import reflected_kde
     values = np.concatenate([v for per in samples.values() for v in per.values()])
     hi = float(np.percentile(values, 99)) if values.size else 1.0
     grid = np.linspace(0.0, max(hi, 1e-3), 400)
@@ -94,7 +95,7 @@ def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: 
 def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mapping,
                  log=print) -> dict[str, str]:
     """Every figure of the reproduction into OUT/figures; returns {file name: caption}."""
-    from fosc_jax import report as rep
+    from fosc_jax.reporting import report as rep
     fig_dir = os.path.join(out, "figures")
     made: dict[str, str] = {}
     by_name = {r.name: r for r in runs}
@@ -260,7 +261,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
             with open(path) as f:
                 records[run.name] = json.load(f)
     made = draw_figures(runs, scale, ds, out, records, log=log)
-    from fosc_jax.report import read_metrics
+    from fosc_jax.rundir import read_metrics
     metrics = {r.name: read_metrics(pipeline.run_dir(out, r))
                for r in runs if pipeline.epochs_done(pipeline.run_dir(out, r))}
     cfg = run_config(runs[1], scale, "files:MNIST")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fosc_jax import checkpointing, parallel, schedules, tensorboard
+from fosc_jax import parallel, schedules
 from fosc_jax.classifier import Classifier
 from fosc_jax.config import validate_config
 from fosc_jax.data import Dataset, epoch_permutation, load_dataset, subset
@@ -28,8 +28,10 @@ from fosc_jax.training.monitor import (EpochLog, fosc_summary, progress, subset_
                                        summary_line)
 from fosc_jax.training.preemption import PreemptionFlag
 from fosc_jax.training.train_state import TrainState
+from fosc_jax.rundir import checkpoints, config_file, tensorboard
+from fosc_jax.rundir import metrics as metric_files
+from fosc_jax.rundir.lock import WorkdirLock
 from fosc_jax.training.trainer import Trainer
-from fosc_jax.workdir_lock import WorkdirLock
 
 
 def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
@@ -76,7 +78,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 def _train_locked(config, workdir, dataset, mesh, should_stop, primary) -> dict:
     """train_and_evaluate once the workdir is locked: every check, then config.json, then
     training. Nothing is written before the run is known to be able to start."""
-    checkpointing.check_config(workdir, config)
+    config_file.check_config(workdir, config)
     ds = dataset if dataset is not None else load_training_data(config)
     if ds.x_train.shape[0] < config.batch_size:
         raise ConfigError(f"config.batch_size = {config.batch_size} is invalid: it exceeds the "
@@ -84,23 +86,23 @@ def _train_locked(config, workdir, dataset, mesh, should_stop, primary) -> dict:
                           f"{config.data.source!r} (after data.train_limit); lower it or raise "
                           "data.train_limit.")
     sizes = {"train_examples": int(ds.x_train.shape[0]), "test_examples": int(ds.x_test.shape[0])}
-    checkpointing.check_data_sizes(workdir, config, sizes)
+    config_file.check_data_sizes(workdir, config, sizes)
     steps_per_epoch = ds.x_train.shape[0] // config.batch_size
     trainer = Trainer(config, ds.x_train.shape[1:], ds.num_classes, steps_per_epoch, mesh)
-    manager = checkpointing.make_manager(workdir, config)
+    manager = checkpoints.make_manager(workdir, config)
     try:
-        state, _ = checkpointing.restore_newest_good(
+        state, _ = checkpoints.restore_newest_good(
             manager, trainer.abstract_state(),
-            quarantine=os.path.join(workdir, checkpointing.CORRUPT_DIR))
+            quarantine=os.path.join(workdir, checkpoints.CORRUPT_DIR))
         if primary:  # the run can start: only now record its config and data
-            checkpointing.write_config(workdir, config)
-            checkpointing.write_data_sizes(workdir, config, sizes)
+            config_file.write_config(workdir, config)
+            config_file.write_data_sizes(workdir, config, sizes)
         if state is None:
             state = trainer.init_state(jax.random.PRNGKey(config.seed))
         start_epoch = int(state.epoch)
         skip = int(state.step) - start_epoch * steps_per_epoch  # > 0: preempted mid-epoch
         if primary:
-            checkpointing.truncate_metrics(workdir, start_epoch + 1)  # rows are 1-based
+            metric_files.truncate_metrics(workdir, start_epoch + 1)  # rows are 1-based
         if start_epoch >= config.num_epochs:
             print(f"{workdir}: the run is complete ({start_epoch} of {config.num_epochs} epochs, "
                   "nothing to do); raise --config.num_epochs to train further.", flush=True)
@@ -192,10 +194,10 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
                "executor": trainer.executor.name}
         if primary:
             steps_all = np.concatenate(epoch_log.num_steps)
-            checkpointing.save_fosc_sample(
+            metric_files.save_fosc_sample(
                 workdir, epoch + 1, fosc_all, np.concatenate(epoch_log.adv_loss), steps_all,
                 int(config.fosc_sample_size), config.seed)
-            checkpointing.append_metrics(workdir, row)
+            metric_files.append_metrics(workdir, row)
             events = events or tensorboard.EventWriter(workdir)
             tensorboard.write_epoch(events, row, fosc_all, steps_all)
         stop = stop_requested()
@@ -212,7 +214,7 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
 def _save(manager, state: TrainState, mesh) -> None:
     """Checkpoint ``state`` at its global step; scalars set on the host (epoch, curriculum)
     are first placed like the rest, which multi-process Orbax saves need."""
-    checkpointing.save(manager, int(state.step), parallel.replicate(state, mesh))
+    checkpoints.save(manager, int(state.step), parallel.replicate(state, mesh))
 
 
 def _non_finite(workdir: str, manager, step: int, epoch: int) -> None:
