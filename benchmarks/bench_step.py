@@ -88,8 +88,9 @@ class JaxStep:
     """Our training step bound to a state: ``__call__(x, y, c_t)`` runs one step in place.
 
     ``c_t=None`` is Standard (PGD-K), a number is Dynamic at that fixed threshold. Both use the
-    same ``Trainer.step`` through the executor ``config.executor`` picks (every defense is the masked PGD loop with different
-    settings), so one compilation serves all rows of a model and batch size. ``state`` is
+    same ``Trainer.step`` (through the executor ``config.executor`` picks; every defense is the
+    masked PGD loop with different settings), so one compilation serves all rows of a model
+    and batch size. ``state`` is
     donated by the step, so it is replaced after every call.
     """
 

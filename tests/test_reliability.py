@@ -16,11 +16,12 @@ import numpy as np
 import optax
 import pytest
 
-from fosc_jax import rundir, parallel, training
+from fosc_jax import parallel, rundir, training
 from fosc_jax.config import ConfigError, base_config, validate_config
 from fosc_jax.errors import (CheckpointError, DataError, NonFiniteError, RunFileError, UserError,
                              WorkdirLockedError)
 from fosc_jax.training import train_and_evaluate
+from fosc_jax.training import trainer as trainer_module
 from fosc_jax.rundir.lock import WorkdirLock
 
 import tiny_config
@@ -238,13 +239,13 @@ def test_corrupt_checkpoint_falls_back_and_run_files_keep_the_umask(tmp_path, ca
 
 
 def test_non_finite_training_stops_at_the_first_bad_step(tmp_path, monkeypatch):
-    real = training.make_optimizer
+    real = trainer_module.make_optimizer
 
     def poisoned(config, steps_per_epoch):  # the 6th update (count 5) turns weights to NaN
         return optax.chain(real(config, steps_per_epoch),
                            optax.scale_by_schedule(lambda n: jax.numpy.where(n >= 5, np.nan, 1.0)))
 
-    monkeypatch.setattr(training, "make_optimizer", poisoned)
+    monkeypatch.setattr(trainer_module, "make_optimizer", poisoned)
     workdir = str(tmp_path)
     with pytest.raises(NonFiniteError, match=r"NaN/Inf at step 6 \(epoch 2\).*newest checkpoint "
                                              r"\(step 4"):

@@ -191,12 +191,12 @@ def _figure1(run: str, name: str, out: str, num_examples: Optional[int], seed: i
     from fosc_jax.rundir.export import load_classifier
     from fosc_jax.data import load_dataset
     from fosc_jax.config import config_get
-    from fosc_jax.data.subset import eval_subset_indices as subset_indices
+    from fosc_jax.data.subset import eval_subset_indices
 
     clf = load_classifier(run)
     cfg = clf.config
     ds = load_dataset(cfg.data.source, cfg.data.name, data_dir=config_get(cfg, "data.data_dir"))
-    idx = subset_indices(len(ds.y_test), num_examples, seed)
+    idx = eval_subset_indices(len(ds.y_test), num_examples, seed)
     x, y, eps = ds.x_test[idx], ds.y_test[idx], float(cfg.attack.eps)
     data = fosc_accuracy_data(clf, x, y, eps=eps, seed=seed, progress=progress,
                               batch_size=int(config_get(cfg, "eval.batch_size", 256)))

@@ -45,12 +45,16 @@ class Executor(Protocol):
     """What the training loop needs from an execution path."""
     name: str
 
-    def describe(self) -> str: ...
+    def describe(self) -> str:
+        """One line for the start of training: the path and its parameters."""
 
-    def step(self, state, x_uint8: Array, y: Array, settings: AttackSettings): ...
+    def step(self, state, x_uint8: Array, y: Array, settings: AttackSettings):
+        """One step on a batch of uint8 images: (state, metrics); donates ``state``."""
 
     def run(self, state, x_train: Array, y_train: Array, indices: Array,
-            settings: AttackSettings): ...
+            settings: AttackSettings):
+        """One step per row of ``indices`` [n, B] into the on-device split: (state, metrics
+        stacked on a leading axis [n, ...]); donates ``state``."""
 
 
 def resolve(name: str, backend: str, bn_mode: str) -> str:
