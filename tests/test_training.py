@@ -161,7 +161,7 @@ def test_load_classifier_gives_pure_logits_of_the_checkpoint(tmp_path):
     x = jnp.asarray(ds.x_test[:4], jnp.float32) / 255.0
     direct = clf.model.apply(jax.device_get(clf.variables), x, train=False)
     np.testing.assert_allclose(clf.logits(x), direct, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(jax.jit(clf.logits_fn())(x), direct, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(clf.logits)(x), direct, rtol=1e-5, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="not a fosc_jax run directory"):
         rundir.load_classifier(str(tmp_path / "nothing"))
     untrained = tmp_path / "untrained"  # a config.json, no checkpoints: none is created

@@ -75,7 +75,8 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Save the config (train_and_evaluate calls this only once the run can start)."""
-    integrity.atomic_write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2, sort_keys=True))
+    integrity.atomic_write_text(os.path.join(workdir, CONFIG_FILE),
+                                config.to_json(indent=2, sort_keys=True))
 
 
 def check_data_sizes(workdir: str, config: ml_collections.ConfigDict,

@@ -4,9 +4,9 @@ A batch of a masked PGD loop costs its slowest example: stopped examples are mas
 skipped, so with static shapes a batch whose examples mostly stopped after one step still
 pays for the full batch at every step. When the host-checked early exit
 (:class:`~fosc_jax.training.executors.HostChecked`, ``executor = "host_compact"``) finds
-that a smaller batch would hold every active example, the next steps run on a batch of that size: the active examples first,
-padded with stopped ones (masked, so they do not move), and the results are written back to
-their rows afterwards. Sizes halve down a fixed ladder, each compiled once.
+that a smaller batch would hold every active example, the next steps run on a batch of that
+size: the active examples first, padded with stopped ones (masked, so they do not move), and
+the results are written back to their rows afterwards. Sizes halve down a fixed ladder, each compiled once.
 
 Per-example results are unchanged only if an example's gradient does not depend on the rest
 of its batch: BatchNorm in inference mode while attacking (``attack.bn_mode = "eval"``).

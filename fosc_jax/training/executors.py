@@ -46,7 +46,7 @@ class Executor(Protocol):
     name: str
 
     def describe(self) -> str:
-        """One line for the start of training: the path and its parameters."""
+        """What this path does, in a line (the training loop prints it at start)."""
 
     def step(self, state, x_uint8: Array, y: Array, settings: AttackSettings):
         """One step on a batch of uint8 images: (state, metrics); donates ``state``."""
@@ -80,8 +80,8 @@ def build(trainer, name: str) -> Executor:
 
 
 def _calls(steps_per_call: int) -> str:
-    return ("one step per call" if steps_per_call == 1 else
-            f"{steps_per_call} steps per call (lax.scan)")
+    return ("one step per compiled call" if steps_per_call == 1 else
+            f"{steps_per_call} steps per compiled call (lax.scan)")
 
 
 def _stack(metrics: dict) -> dict:
@@ -106,7 +106,7 @@ class Compiled:
         self._scan = jax.jit(self._scanned, donate_argnums=0)
 
     def describe(self) -> str:
-        return (f"compiled: {_calls(self.steps_per_call)}; an early exit is an in-graph "
+        return (f"{_calls(self.steps_per_call)}; an attack's early exit is an in-graph "
                 f"while_loop over {self.block}-step blocks")
 
     def _one(self, state, x_uint8, y, settings):
@@ -160,9 +160,10 @@ class HostChecked:
 
     def describe(self) -> str:
         sizes = " > ".join(map(str, self.sizes))
-        shrink = f"; the batch shrinks to its active examples ({sizes})" if len(self.sizes) > 1 else ""
-        return (f"{self.name}: an early exit is checked from the host every {self.block} "
-                f"attack steps{shrink}; steps without one {_calls(self.compiled.steps_per_call)}")
+        shrink = (f"; the batch shrinks to its active examples ({sizes})"
+                  if len(self.sizes) > 1 else "")
+        return (f"an attack's early exit is checked from the host every {self.block} steps"
+                f"{shrink}; attacks without one: {_calls(self.compiled.steps_per_call)}")
 
     # -- the programs (each compiled once per shape) --------------------------------------
     def _begin(self, state, x_uint8, y, settings):

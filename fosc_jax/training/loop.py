@@ -111,8 +111,9 @@ def _train_locked(config, workdir, dataset, mesh, should_stop, primary) -> dict:
             print(f"resumed {workdir} at epoch {start_epoch + 1}, step {int(state.step)}",
                   flush=True)
         if primary:
-            print(f"executor {trainer.executor.describe()} (config.executor = "
-                  f"{config.get('executor', 'auto')!r})", flush=True)
+            print(f"executor {trainer.executor.name} (config.executor = "
+                  f"{config.get('executor', 'auto')!r}, backend {jax.default_backend()}): "
+                  f"{trainer.executor.describe()}", flush=True)
         flag = PreemptionFlag(install=should_stop is None)
         try:
             return _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip,
