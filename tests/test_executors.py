@@ -79,3 +79,16 @@ def test_an_unknown_executor_is_refused_naming_the_accepted_ones():
     with pytest.raises(ConfigError, match=r"config.executor = 'gpu' is invalid: expected one "
                                           r"of \['auto', 'compiled', 'host', 'host_compact'\]"):
         validate_config(_config("gpu", 1), check_data=False)
+
+
+def test_training_prints_the_executor_at_start_and_records_it_per_epoch(tmp_path, capsys):
+    from fosc_jax import parallel, rundir
+    from fosc_jax.training import train_and_evaluate
+    from test_training import tiny_dataset
+
+    cfg = tiny_config.get_config("dynamic")
+    cfg.attack.bn_mode = "eval"
+    train_and_evaluate(cfg, str(tmp_path), dataset=tiny_dataset(), mesh=parallel.make_mesh(1))
+    want = "host_compact" if jax.default_backend() == "cpu" else "compiled"
+    assert f"executor {want} (config.executor = 'auto', backend " in capsys.readouterr().out
+    assert [r["executor"] for r in rundir.read_metrics(str(tmp_path))] == [want]
