@@ -145,7 +145,7 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract_state:
     restored = _read(manager, step, flax.serialization.to_state_dict(abstract_state))
     if expected is None:
         warn(f"checkpoint {folder} has no content checksum (written before fosc_jax recorded "
-              "them); restored unverified.")
+             "them); restored unverified.")
     else:
         found = integrity.tree_digest(restored)
         if found != expected:

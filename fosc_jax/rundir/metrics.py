@@ -35,7 +35,7 @@ def truncate_metrics(workdir: str, epoch: int) -> None:
             text += "\n"
         except json.JSONDecodeError:
             warn(f"{path}: dropped a partial last line ({len(tail)} bytes, a crash "
-                  "mid-write).")
+                 "mid-write).")
             text = head + "\n" if head else ""
     rows = [json.dumps(row, sort_keys=True) + "\n" for row in _parse_metrics(path, text)
             if row["epoch"] < epoch]

@@ -44,7 +44,7 @@ def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
         ds = load_dataset(source, name, data_dir=config.data.data_dir)
     if config.data.train_limit:
         idx = subset.subset_indices(len(ds.y_train), int(config.data.train_limit),
-                                    config.data.get("subset", "random"), int(config.seed))
+                                    config.data.subset, int(config.seed))
         ds = dataclasses.replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx])
     subset.warn_missing_classes(ds.y_train, ds.num_classes)
     return ds
