@@ -79,8 +79,11 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"run directory {path!r} does not exist; give the --workdir "
                                     "that train.py wrote.")
-    from fosc_jax import parallel
+    import jax
+
+    from fosc_jax import cpu_malloc, parallel
     parallel.maybe_initialize_distributed()  # several processes: only process 0 writes
+    cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())  # this process only
     primary = parallel.is_primary()
     records = evaluate_workdirs(
         args.workdir, num_examples=args.num_examples, surrogate=args.surrogate,

@@ -11,6 +11,9 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+import jax
+
+from fosc_jax import cpu_malloc, parallel
 from fosc_jax.cli_help import listing
 from fosc_jax.errors import EXIT_USER_ERROR, cli_guard, one_line
 from fosc_jax.shorten import describe, scale_schedule
@@ -53,6 +56,8 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)  # keep Orbax/JAX info lines out of the log
     print(f"fosc_jax: training {config.name} ({config.defense.name}, {config.model.name}, "
           f"{config.data.name}) in {workdir}", flush=True)
+    parallel.maybe_initialize_distributed()  # before anything asks JAX for its backend
+    cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())  # this process only
     train_and_evaluate(config, workdir)
 
 

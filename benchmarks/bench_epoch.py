@@ -3,7 +3,9 @@
 Uses the training loop's own ``Trainer.run_steps`` (batches gathered on device from a
 per-epoch permutation, metrics fetched at every chunk boundary), without the per-epoch
 evaluation and checkpointing; ``--loop`` picks one compiled call per batch (the default of
-``train_and_evaluate``) or a ``lax.scan`` over each chunk. Every mode starts from the same weights (fresh, or after --pretrain-epochs
+``train_and_evaluate``) or a ``lax.scan`` over each chunk (``steps_per_call``; the host exit
+variants still run a Dynamic step per call). Every mode starts from the same weights
+(fresh, or after --pretrain-epochs
 untimed Standard epochs); compilation happens in a warm-up on a throwaway state and is
 excluded (reported separately).
 
@@ -38,7 +40,7 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.25, 0.0)
 # k steps (XLA:CPU, k = 3), "host:k+compact" also shrinks the batch to its active examples at
 # those checks (needs --bn-mode eval), "device:k" runs a while_loop over k-step blocks
 # (accelerator default), "none" runs all K steps unrolled (stopped examples masked, no exit),
-# "default" is whatever the Trainer picks for this backend and config.
+# "default" is what ``config.executor = "auto"`` picks for this backend and config.
 DEFAULT_EXITS: tuple[str, ...] = ("default",)
 
 
@@ -72,13 +74,28 @@ def _compile_compaction(runner: Any, state: Any, x: jax.Array, y: jax.Array,
                         settings: Any) -> None:
     """Compile the programs of every smaller batch size ``runner`` may compact to (they are
     traced on first use, which a timed epoch would otherwise pay)."""
-    if len(runner.compact_sizes) < 2:
+    ex = runner.executor
+    if len(getattr(ex, "sizes", ())) < 2:
         return
-    x, y, key, clean, s = runner.host_begin(state, x, y, settings)
-    for size in runner.compact_sizes[1:]:
-        idx, part = runner.host_gather(state, x, y, key, clean, s, settings, size)
-        part = runner.host_part_block(state, key, part, settings)
-        jax.block_until_ready(runner.host_scatter(s, idx, part))
+    x, y, key, clean, s = ex.begin(state, x, y, settings)
+    for size in ex.sizes[1:]:
+        idx, part = ex.gather(state, x, y, key, clean, s, settings, size)
+        part = ex.part_block_steps(state, key, part, settings)
+        jax.block_until_ready(ex.scatter(s, idx, part))
+
+
+def exit_executor(runner: Any, text: str) -> Optional[Any]:
+    """The executor of exit variant ``text`` for ``runner`` (None: the runner's own, as
+    ``config.executor = "auto"`` picks it)."""
+    from fosc_jax.training import executors
+
+    kind, block, compact = parse_exit(text)
+    if kind is None:
+        return None
+    if kind == "device":
+        return executors.Compiled(runner, block)
+    return executors.HostChecked(runner, block,
+                                 compact_min=executors.COMPACT_MIN if compact else None)
 
 
 def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
@@ -137,11 +154,10 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
 
     variants = {}
     for text in exits:
-        kind, block, compact = parse_exit(text)
         runner = trainer if text == "none" else training.Trainer(
             config, input_shape=ds.image_shape, num_classes=ds.num_classes,
-            steps_per_epoch=steps_per_epoch, mesh=trainer.mesh, exit_check=kind,
-            exit_block=block, compact=compact)
+            steps_per_epoch=steps_per_epoch, mesh=trainer.mesh)
+        runner.executor = exit_executor(runner, text) or runner.executor
         variants[text] = (runner, text != "none")
 
     # Warm-up: compile every chunk length the epoch uses, on a throwaway state.
@@ -223,7 +239,8 @@ def bench_epochs(data_dir: str, *, limit: int, batch: int, epochs: int,
                 warmup_compile_s=compile_s, seed=seed, loop=loop, lr=lr,
                 pretrain_epochs=pretrain_epochs, exits=list(exits), rounds=rounds,
                 bn_mode=bn_mode, mallocs=list(mallocs),
-                compact_sizes={e: list(r.compact_sizes) if early else [batch]
+                compact_sizes={e: list(getattr(r.executor, "sizes", [batch])) if early
+                               else [batch]
                                for e, (r, early) in variants.items()},
                 host_cpus=os.cpu_count(),
                 loadavg_1min_before=load_before, loadavg_1min_after=_loadavg())

@@ -58,9 +58,11 @@ def make_variant(model: str, batch: int, variant: str, x, y, num_steps: int = 10
     from fosc_jax import defenses, training
     cfg = bs.bench_config(model, batch, mode="dynamic", num_steps=num_steps)
     loop_variant = variant in ("before", "pool")
-    exit_check = "host" if variant == "dynamic/host" else "device"
-    trainer = training.Trainer(cfg, bs.MODEL_SPECS[model].shape, 10, exit_check=exit_check,
-                               exit_block=1 if loop_variant else 3)
+    from fosc_jax.training import executors
+    trainer = training.Trainer(cfg, bs.MODEL_SPECS[model].shape, 10)
+    block = 1 if loop_variant else executors.EXIT_BLOCK
+    trainer.executor = (executors.HostChecked(trainer, block) if variant == "dynamic/host"
+                        else executors.Compiled(trainer, block))
     state = trainer.init_state(jax.random.key(0))
     std = defenses.settings_for_epoch(
         bs.bench_config(model, batch, mode="standard", num_steps=num_steps), 0, batch)
@@ -134,6 +136,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    from fosc_jax import cpu_malloc
+    cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())  # as train.py does
     rows = run([m for m in a.models.split(",") if m], a.batch, a.repeats, a.min_time,
                None if a.no_torch else "fp32")
     print(markdown(rows))

@@ -88,8 +88,9 @@ class JaxStep:
     """Our training step bound to a state: ``__call__(x, y, c_t)`` runs one step in place.
 
     ``c_t=None`` is Standard (PGD-K), a number is Dynamic at that fixed threshold. Both use the
-    same compiled ``Trainer.train_step`` (every defense is the masked PGD loop with different
-    settings), so one compilation serves all rows of a model and batch size. ``state`` is
+    same ``Trainer.step`` (through the executor ``config.executor`` picks; every defense is the
+    masked PGD loop with different settings), so one compilation serves all rows of a model
+    and batch size. ``state`` is
     donated by the step, so it is replaced after every call.
     """
 
@@ -137,7 +138,7 @@ def bench_config(model_name: str, batch: int, *, mode: str, num_steps: int = 10,
 
 def make_jax_step(model_name: str, batch: int, *, num_steps: int = 10,
                   dtype: str = "float32", seed: int = 0) -> JaxStep:
-    """The seam to our code: ``fosc_jax.training.Trainer.train_step`` for one model/batch.
+    """The seam to our code: ``fosc_jax.training.Trainer.step`` for one model/batch.
 
     Standard settings come from ``fosc_jax.defenses.settings_for_epoch`` for a "standard"
     config, Dynamic ones from ``trainer.settings_for_epoch(0)`` with the threshold replaced.
@@ -588,6 +589,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    import jax
+
+    from fosc_jax import cpu_malloc
+    cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())  # as train.py does
     result = bench(models, [int(b) for b in args.batches.split(",") if b],
                    thresholds=[float(c) for c in args.thresholds.split(",") if c],
                    num_steps=args.steps, dtype=args.dtype, repeats=args.repeats,

@@ -1,6 +1,6 @@
 """fosc_jax: FOSC and dynamic adversarial training (Wang et al., ICML 2019) in JAX/Flax.
 
-The math is imported eagerly; training and checkpointing (Orbax, optax) load on first use.
+The maths is imported eagerly; training and the run directory (Orbax, optax) load on first use.
 """
 from fosc_jax import attacks, losses
 from fosc_jax.attacks import AttackResult, cw_inf, dynamic_pgd, fgsm, masked_pgd, pgd
@@ -9,7 +9,7 @@ from fosc_jax.criterion import fosc, fosc_box
 
 __version__ = "0.1.0"
 
-_LAZY = {"load_classifier": ("fosc_jax.checkpointing", "load_classifier"),
+_LAZY = {"load_classifier": ("fosc_jax.rundir.export", "load_classifier"),
          "train_and_evaluate": ("fosc_jax.training", "train_and_evaluate")}
 
 

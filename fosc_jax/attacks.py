@@ -1,21 +1,24 @@
 """L-inf attacks as one masked PGD loop: fgsm, pgd, cw_inf and dynamic_pgd configure it.
 
 Every attack in the paper is the same loop with different settings: a per-example step
-budget, a step size, a FOSC threshold and a random start. The steps are unrolled at trace time
-by default (fastest on XLA:CPU); with ``unroll=k`` they run as a ``lax.while_loop`` over blocks
-of k steps that exits once no example is still active, so a batch whose examples all converge
-early costs fewer gradient evaluations (``dynamic_pgd`` uses this by default).
+budget, a step size, a FOSC threshold and a random start. ``masked_pgd`` unrolls the steps at
+trace time by default (fastest on XLA:CPU); with ``unroll=k`` they run as a
+``lax.while_loop`` over blocks of k steps that exits once no example is still active, so a
+batch whose examples all converge early costs fewer gradient evaluations (``dynamic_pgd``
+uses this by default, with k = 1).
 
 An attack takes ``logits_fn``, a pure function from a batch in [0, 1] to logits [B, C].
 Gradients of each example's loss come from differentiating the SUM of per-example losses, so
 an example's gradient and FOSC do not depend on the batch around it (as long as
 ``logits_fn`` itself treats examples independently, e.g. BatchNorm in inference mode).
 
-Call the attacks under ``jax.jit`` (they trace fine; the loop compiles as one XLA while).
+Call the attacks under ``jax.jit`` (they trace fine: flat code when unrolled, one XLA while
+loop with ``unroll``).
 Do not differentiate through them: the returned ``x_adv`` is wrapped in ``stop_gradient``.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional, Union
 
 import flax.struct
@@ -27,7 +30,7 @@ from jax import Array
 from fosc_jax._checks import (check_eps, check_labels, check_logits, check_positive,
                               is_concrete)
 from fosc_jax.criterion import fosc as fosc_fn
-from fosc_jax.losses import AttackLoss, cross_entropy, cw_margin, resolve_loss
+from fosc_jax.losses import AttackLoss, resolve_loss
 
 LogitsFn = Callable[[Array], Array]
 Scalar = Union[float, Array]
@@ -59,10 +62,62 @@ class AttackResult:
     loss_trace: Optional[Array] = None
 
 
+def _batch_field(axis: Optional[int]):
+    """A LoopState field whose batch lies on ``axis`` (None: shared by the whole batch)."""
+    return flax.struct.field(metadata={"batch_axis": axis})
+
+
+@flax.struct.dataclass
+class LoopState:
+    """The state of a :class:`PGDLoop` between steps (a pytree, so it crosses jit).
+
+    Each field declares the axis its batch lies on; :meth:`take` and :meth:`put` move rows
+    by that declaration (the trainer's batch compaction), so a new field cannot be missed.
+    """
+    x: Array = _batch_field(0)            # current point [B, ...]
+    g: Array = _batch_field(0)            # gradient of the attack loss there [B, ...]
+    c: Array = _batch_field(0)            # FOSC there [B]
+    loss: Array = _batch_field(0)         # attack loss there [B]
+    steps: Array = _batch_field(0)        # steps taken [B]
+    active: Array = _batch_field(0)       # still attacking [B]
+    k: Array = _batch_field(None)         # iterations in which some example moved
+    fosc_trace: Array = _batch_field(1)   # [T, B] (T = 1 unless traced)
+    loss_trace: Array = _batch_field(1)
+
+    def take(self, idx: Array) -> "LoopState":
+        """The state of rows ``idx`` (the shared fields as they are)."""
+        return self.replace(**{f.name: getattr(self, f.name)[_rows(f, idx)]
+                               for f in _batched_fields()})
+
+    def put(self, idx: Array, part: "LoopState") -> "LoopState":
+        """This state with rows ``idx`` replaced by ``part`` (from :meth:`take`) and the
+        part's shared fields."""
+        out = {f.name: getattr(part, f.name) for f in dataclasses.fields(self)
+               if f.metadata["batch_axis"] is None}
+        for f in _batched_fields():
+            out[f.name] = getattr(self, f.name).at[_rows(f, idx)].set(getattr(part, f.name))
+        return self.replace(**out)
+
+
+def _batched_fields() -> list:
+    return [f for f in dataclasses.fields(LoopState) if f.metadata["batch_axis"] is not None]
+
+
+def _rows(field, idx: Array) -> tuple:
+    """The index of rows ``idx`` along ``field``'s batch axis."""
+    return (slice(None),) * field.metadata["batch_axis"] + (idx,)
+
+
 def _per_example(value: Scalar, batch: int, ndim: int) -> Array:
     """Scalar or [B] setting -> float32 [B, 1, ..., 1] that broadcasts against inputs."""
     v = jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))
     return v.reshape((batch,) + (1,) * (ndim - 1))
+
+
+def _check_step_count(value, name: str) -> None:
+    """A step count is an int >= 1; the error names the caller's own argument."""
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
 
 
 def _validate(logits_fn: LogitsFn, x0: Array, y: Array, eps: Scalar, step_size: Scalar,
@@ -72,13 +127,12 @@ def _validate(logits_fn: LogitsFn, x0: Array, y: Array, eps: Scalar, step_size: 
     batch = x0.shape[0]
     check_eps(eps, batch)
     check_positive(step_size, batch, "step_size")
-    if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise ValueError(f"num_steps must be an int >= 1, got {max_steps!r}.")
+    _check_step_count(max_steps, "max_steps")
     if budget is not None:
         if tuple(np.shape(budget)) != (batch,):
             raise ValueError(f"budget must have shape ({batch},), got {np.shape(budget)}.")
         if is_concrete(budget) and (np.min(budget) < 0 or np.max(budget) > max_steps):
-            raise ValueError(f"budget values must lie in [0, num_steps={max_steps}], got "
+            raise ValueError(f"budget values must lie in [0, max_steps={max_steps}], got "
                              f"[{np.min(budget)}, {np.max(budget)}].")
     check_labels(y, batch, name="y")
     try:
@@ -98,10 +152,11 @@ class PGDLoop:
     ``init()`` evaluates the gradient at the start point; ``step(s)`` moves the active
     examples once; ``steps(s, n)`` unrolls n steps at trace time; ``run_blocks(s, n)`` is a
     ``lax.while_loop`` over blocks of n unrolled steps that exits once no example is active;
-    ``result(s)`` packs the final state. The state ``s`` is a dict of arrays (a pytree), so
-    it can cross jit boundaries: the trainer runs the blocks from the host on XLA:CPU, where
-    a while_loop body runs ~1.6x slower than the same steps unrolled (BENCHMARKS.md). Build
-    it inside the traced function; nothing here is validated (``masked_pgd`` validates).
+    ``result(s)`` packs the final state. The state ``s`` is a :class:`LoopState` (a pytree),
+    so it can cross jit boundaries: the trainer's host-checked executor runs the blocks from
+    Python on XLA:CPU, where a while_loop body runs ~1.6x slower than the same steps unrolled
+    (BENCHMARKS.md). Build it inside the traced function; nothing here is validated
+    (``masked_pgd`` validates).
     """
 
     def __init__(self, logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
@@ -149,63 +204,62 @@ class PGDLoop:
     def _criterion(self, g: Array, x: Array) -> Array:
         return fosc_fn(g, x - self.origin, self.eps_flat)
 
-    def init(self) -> dict:
+    def init(self) -> LoopState:
         """Loss, gradient and FOSC at the start point; every example with a budget active."""
         loss0, g0 = self._loss_and_grad(self.start)
         c0 = self._criterion(g0, self.start)
         trace_len = self.max_steps + 1 if self.record_trace else 1
         trace = jnp.full((trace_len, self.batch), jnp.nan, jnp.float32)
-        return dict(x=self.start, g=g0, c=c0, loss=loss0,
-                    steps=jnp.zeros((self.batch,), jnp.int32), active=self.budget > 0,
-                    k=jnp.int32(0), fosc_trace=trace.at[0].set(c0),
-                    loss_trace=trace.at[0].set(loss0))
+        return LoopState(x=self.start, g=g0, c=c0, loss=loss0,
+                         steps=jnp.zeros((self.batch,), jnp.int32), active=self.budget > 0,
+                         k=jnp.int32(0), fosc_trace=trace.at[0].set(c0),
+                         loss_trace=trace.at[0].set(loss0))
 
-    def step(self, s: dict) -> dict:
+    def step(self, s: LoopState) -> LoopState:
         """One masked sign step for the active examples, then gradient and FOSC there."""
-        act = s["active"]
+        act = s.active
         act_b = _per_example(act, self.batch, self.ndim) > 0
-        moved = jnp.clip(s["x"] + self.alpha_b * jnp.sign(s["g"]), self.lower, self.upper)
-        x = jnp.where(act_b, moved, s["x"])
+        moved = jnp.clip(s.x + self.alpha_b * jnp.sign(s.g), self.lower, self.upper)
+        x = jnp.where(act_b, moved, s.x)
         new_loss, g = self._loss_and_grad(x)
-        c = jnp.where(act, self._criterion(g, x), s["c"])
-        new_loss = jnp.where(act, new_loss, s["loss"])
-        steps = s["steps"] + act.astype(jnp.int32)
+        c = jnp.where(act, self._criterion(g, x), s.c)
+        new_loss = jnp.where(act, new_loss, s.loss)
+        steps = s.steps + act.astype(jnp.int32)
         # k counts iterations in which some example moved (= max(num_steps)); a step taken
         # when nobody is active (inside an unrolled block) changes nothing, k included.
-        k = s["k"] + jnp.any(act).astype(jnp.int32)
-        out = dict(x=x, g=jnp.where(act_b, g, s["g"]), c=c, loss=new_loss, steps=steps,
-                   active=act & (steps < self.budget) & (c > self.threshold), k=k,
-                   fosc_trace=s["fosc_trace"], loss_trace=s["loss_trace"])
+        k = s.k + jnp.any(act).astype(jnp.int32)
+        out = LoopState(x=x, g=jnp.where(act_b, g, s.g), c=c, loss=new_loss, steps=steps,
+                        active=act & (steps < self.budget) & (c > self.threshold), k=k,
+                        fosc_trace=s.fosc_trace, loss_trace=s.loss_trace)
         if self.record_trace:
-            out["fosc_trace"] = s["fosc_trace"].at[k].set(c)
-            out["loss_trace"] = s["loss_trace"].at[k].set(new_loss)
+            out = out.replace(fosc_trace=s.fosc_trace.at[k].set(c),
+                              loss_trace=s.loss_trace.at[k].set(new_loss))
         return out
 
-    def steps(self, s: dict, n: int) -> dict:
+    def steps(self, s: LoopState, n: int) -> LoopState:
         """``n`` steps unrolled at trace time (stopped examples are masked, not skipped)."""
         for _ in range(n):
             s = self.step(s)
         return s
 
-    def run_blocks(self, s: dict, block: int) -> dict:
+    def run_blocks(self, s: LoopState, block: int) -> LoopState:
         """Steps until no example is active or ``max_steps`` were taken: a while_loop over
         blocks of ``block`` unrolled steps (a block costs its steps even if all stop early)."""
         n_blocks = -(-self.max_steps // block)
-        out = jax.lax.while_loop(
-            lambda t: jnp.any(t["active"]) & (t["blocks"] < n_blocks),
-            lambda t: {**self.steps(t, block), "blocks": t["blocks"] + 1},
-            {**s, "blocks": jnp.int32(0)})
-        out.pop("blocks")
+        out, _ = jax.lax.while_loop(
+            lambda t: jnp.any(t[0].active) & (t[1] < n_blocks),
+            lambda t: (self.steps(t[0], block), t[1] + 1),
+            (s, jnp.int32(0)))
         return out
 
-    def result(self, s: dict) -> AttackResult:
-        out = AttackResult(x_adv=jax.lax.stop_gradient(s["x"]), fosc=s["c"],
-                           num_steps=s["steps"], loss=s["loss"], iterations=s["k"])
+    def result(self, s: LoopState) -> AttackResult:
+        out = AttackResult(x_adv=jax.lax.stop_gradient(s.x), fosc=s.c,
+                           num_steps=s.steps, loss=s.loss, iterations=s.k)
         if self.record_trace:
             # Rows after the loop exited repeat the final values (examples had all stopped).
-            fill = jnp.arange(self.max_steps + 1)[:, None] > s["k"]
-            out = out.replace(fosc_trace=jnp.where(fill, s["c"][None], s["fosc_trace"]),
-                              loss_trace=jnp.where(fill, s["loss"][None], s["loss_trace"]))
+            fill = jnp.arange(self.max_steps + 1)[:, None] > s.k
+            out = out.replace(fosc_trace=jnp.where(fill, s.c[None], s.fosc_trace),
+                              loss_trace=jnp.where(fill, s.loss[None], s.loss_trace))
         return out
 
 
@@ -277,6 +331,7 @@ def pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
         step_size: Scalar, num_steps: int, random_start: bool = True, loss: Loss = "ce",
         kappa: float = 50.0, record_trace: bool = False) -> AttackResult:
     """Projected gradient descent (Madry et al.): ``num_steps`` sign steps for every example."""
+    _check_step_count(num_steps, "num_steps")
     return masked_pgd(logits_fn, x0, y, key, eps=eps, step_size=step_size,
                       max_steps=num_steps, random_start=random_start, loss=loss,
                       kappa=kappa, record_trace=record_trace)
@@ -301,11 +356,12 @@ def dynamic_pgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Sc
     or after ``num_steps`` steps (``unroll`` steps per loop iteration; None unrolls all
     steps and gives up the early exit, see :func:`masked_pgd`).
     """
+    _check_step_count(num_steps, "num_steps")
     return masked_pgd(logits_fn, x0, y, key, eps=eps, step_size=step_size,
                       max_steps=num_steps, threshold=threshold, random_start=random_start,
                       loss=loss, kappa=kappa, fosc_origin=fosc_origin,
                       record_trace=record_trace, unroll=unroll)
 
 
-__all__ = ["AttackResult", "PGDLoop", "masked_pgd", "fgsm", "pgd", "cw_inf", "dynamic_pgd",
-           "cross_entropy", "cw_margin"]
+__all__ = ["AttackResult", "LoopState", "PGDLoop", "masked_pgd", "fgsm", "pgd", "cw_inf",
+           "dynamic_pgd"]

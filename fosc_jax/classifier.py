@@ -15,9 +15,10 @@ from jax import Array
 class Classifier:
     """A Flax model with its variables, in inference mode (BatchNorm uses running stats).
 
-    ``apply(variables, x)`` is pure and jit-able, so evaluation code can pass ``variables``
-    as a jit argument instead of baking the weights into the compiled program as constants;
-    ``logits(x)`` is the convenience form for users. Inputs are NHWC in [0, 1].
+    Two ways to the logits, inputs NHWC in [0, 1]: ``logits(x)`` under the stored variables
+    (the ``logits_fn`` an attack takes), and ``apply(variables, x)``, pure in the variables,
+    so evaluation code passes them as a jit argument instead of baking the weights into the
+    compiled program as constants.
     """
     model: nn.Module
     variables: Any
@@ -35,8 +36,3 @@ class Classifier:
     @functools.cached_property
     def _jitted_apply(self):
         return jax.jit(self.apply)
-
-    def logits_fn(self, variables: Any = None):
-        """``x -> logits`` closure for the attacks (over ``variables`` or the stored ones)."""
-        v = self.variables if variables is None else variables
-        return lambda x: self.apply(v, x)

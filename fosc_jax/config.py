@@ -20,6 +20,8 @@ from fosc_jax.errors import ConfigError
 
 BN_MODES = ("train", "eval")
 DTYPES = ("float32", "bfloat16")
+# How training steps run (fosc_jax.training.executors); the numbers never depend on it.
+EXECUTORS = ("auto", "compiled", "host", "host_compact")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -78,6 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.log_every = 50              # steps between progress-bar metric syncs
     c.steps_per_call = 1          # >1: lax.scan this many steps per compiled call
+    c.executor = "auto"           # auto (host_compact/host on CPU, compiled elsewhere),
+                                  # compiled, host, host_compact (needs attack.bn_mode eval)
     c.quiet = False
     c.fosc_sample_size = 2000     # per-epoch FOSC values saved for the density figures
     c.checkpoint_every = 1        # epochs
@@ -255,6 +259,13 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
         _fail("log_every", config.log_every, "must be >= 1")
     if int(config.steps_per_call) < 1:
         _fail("steps_per_call", config.steps_per_call, "must be >= 1")
+    executor = config_get(config, "executor", "auto")
+    if executor not in EXECUTORS:
+        _fail("executor", executor, f"expected one of {list(EXECUTORS)}")
+    if executor == "host_compact" and config.attack.bn_mode != "eval":
+        _fail("executor", executor, "host_compact needs config.attack.bn_mode = 'eval' (with "
+              f"'{config.attack.bn_mode}' an example's attack depends on its batch); accepted "
+              "here: ['auto', 'compiled', 'host']")
     if check_data:
         _check_source(config.data.source, config.data.name, config.data.data_dir)
     return config

@@ -8,6 +8,7 @@ block from the heap and never trimming it makes the memory stay mapped between c
 most where a step is several short programs (the host-checked early exit of Dynamic AT:
 BENCHMARKS.md); resident memory stays at its peak instead of shrinking.
 
+A process opts in (the CLIs do; a notebook may call :func:`keep_freed_memory_on_cpu`).
 Only glibc (Linux) has these knobs; elsewhere :func:`configure` does nothing and says so.
 """
 from __future__ import annotations
@@ -50,8 +51,9 @@ def configure(keep: bool = True) -> bool:
 
 
 def keep_freed_memory_on_cpu(backend: str) -> bool:
-    """What the trainer and the evaluation suite call: :func:`configure` on the CPU backend,
-    unless ``FOSC_JAX_KEEP_FREED_MEMORY=0``. Returns whether it took effect."""
+    """What the train.py and evaluate.py CLIs call as they start (it changes the allocator
+    of the whole process, so no library constructor does): :func:`configure` on the CPU
+    backend, unless ``FOSC_JAX_KEEP_FREED_MEMORY=0``. Returns whether it took effect."""
     if backend != "cpu" or os.environ.get(OPT_OUT_ENV, "1") == "0":
         return False
     return configure(True)

@@ -1,7 +1,7 @@
 """User errors: bad input the user can fix, reported by the command lines as one line.
 
 Every exception a user can cause by what they type or by the files they point at derives
-from :class:`UserError`; ``train.py``, ``evaluate.py`` and ``python -m fosc_jax.report``
+from :class:`UserError`; ``train.py``, ``evaluate.py`` and ``python -m fosc_jax.reporting``
 catch exactly these (plus ``FileNotFoundError`` for missing paths) in :func:`cli_guard` and
 print ``error: <message>`` on stderr with exit status 2. Anything else is a bug and keeps
 its traceback.
@@ -62,6 +62,11 @@ def data_errors(what: str) -> Iterator[None]:
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)
 
 F = TypeVar("F", bound=Callable)
+
+
+def warn(message: str) -> None:
+    """``warning: <message>`` on stderr (a problem the run recovers from)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def one_line(err: BaseException) -> str:

@@ -1,8 +1,10 @@
 """The package's module graph has no cycle, counting imports inside functions too."""
 import ast
 import pathlib
+import sys
 
 import fosc_jax
+import pytest
 
 PACKAGE = pathlib.Path(fosc_jax.__file__).parent
 
@@ -82,19 +84,49 @@ def test_the_cycle_finder_finds_a_planted_cycle():
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_the_core_never_imports_training_or_evaluation():
-    graph = _graph()
+# The layers, lowest first: a module may import its own layer and those below it, never
+# one above. Keys are the top-level modules and packages of fosc_jax.
+LAYERS = (
+    ("foundation", {"errors", "_checks", "parallel", "cpu_malloc"}),
+    ("maths", {"criterion", "losses", "attacks", "schedules"}),
+    ("models, data and defenses", {"classifier", "models", "data", "defenses"}),
+    ("config", {"config", "shorten"}),
+    ("run directory", {"rundir"}),
+    ("evaluation", {"evaluation", "autoattack", "cli_help"}),
+    ("training", {"training"}),
+    ("reporting", {"reporting"}),
+    ("reproduction", {"reproduce"}),
+)
 
-    def reach(n, seen=None):
-        seen = set() if seen is None else seen
-        for m in graph[n]:
-            if m not in seen:
-                seen.add(m)
-                reach(m, seen)
-        return seen
 
-    for core in ("fosc_jax.criterion", "fosc_jax.losses", "fosc_jax.attacks",
-                 "fosc_jax.defenses", "fosc_jax.checkpointing"):
-        bad = {m for m in reach(core) if m.startswith(("fosc_jax.training",
-                                                          "fosc_jax.evaluation"))}
-        assert not bad, f"{core} reaches {sorted(bad)}"
+def _unit(module: str) -> str:
+    """The top-level module or package of fosc_jax that ``module`` belongs to."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _layer_of() -> dict:
+    return {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
+
+
+def test_every_module_belongs_to_a_layer():
+    layer = _layer_of()
+    missing = sorted({_unit(m) for m in _modules()} - set(layer) - {""})
+    assert not missing, f"modules or packages in no layer of LAYERS: {missing}"
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    layer = _layer_of()
+    names = [name for name, _ in LAYERS]
+    bad = [f"{a} ({names[layer[_unit(a)]]}) imports {b} ({names[layer[_unit(b)]]})"
+           for a, targets in sorted(_graph().items()) if _unit(a)
+           for b in sorted(targets) if layer[_unit(b)] > layer[_unit(a)]]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_layer_check_finds_an_upward_import(monkeypatch):
+    graph = {"fosc_jax.attacks": {"fosc_jax.training.loop"}, "fosc_jax.training.loop": set()}
+    monkeypatch.setattr(sys.modules[__name__], "_graph", lambda: graph)
+    with pytest.raises(AssertionError, match=r"fosc_jax.attacks \(maths\) imports "
+                                             r"fosc_jax.training.loop \(training\)"):
+        test_no_module_imports_a_layer_above_its_own()

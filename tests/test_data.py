@@ -444,25 +444,24 @@ def test_train_limit_takes_a_seeded_random_subset(tmp_path):
     assert first.y_train.tolist() == [0] * 30 + [1] * 20
 
 
-def test_subset_field_and_old_run_directories(tmp_path):
-    import json
-
-    from fosc_jax import checkpointing
+def test_a_resume_compares_the_subset_only_with_a_train_limit_and_never_the_executor(tmp_path):
     from fosc_jax.config import ConfigError, base_config
+    from fosc_jax.rundir.config_file import check_config
 
     old = base_config()
     old.data.train_limit = 100
-    del old.data["subset"]  # a config.json written before data.subset existed
+    old.data.subset = "first"
+    del old["executor"]  # a config.json written before the executor field
     (tmp_path / "config.json").write_text(old.to_json())
     new = base_config()
     new.data.train_limit = 100
     with pytest.raises(ConfigError, match=r"data.subset: 'first' -> 'random'"):
-        checkpointing.check_or_write_config(str(tmp_path), new)
+        check_config(str(tmp_path), new)
     new.data.subset = "first"
-    checkpointing.check_or_write_config(str(tmp_path), new)  # the run resumes as it started
-    assert json.loads((tmp_path / "config.json").read_text())["data"]["subset"] == "first"
+    new.executor = "host"
+    check_config(str(tmp_path), new)  # the run resumes as it started, on another executor
     whole = tmp_path / "whole"
     whole.mkdir()
     old.data.train_limit = 0
     (whole / "config.json").write_text(old.to_json())
-    checkpointing.check_or_write_config(str(whole), base_config())  # no subset: no difference
+    check_config(str(whole), base_config())  # no subset taken: "first" and "random" agree

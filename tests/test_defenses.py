@@ -4,14 +4,11 @@ import os
 import subprocess
 import sys
 
-import chex
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from fosc_jax import checkpointing, defenses, parallel
+from fosc_jax import rundir, defenses, parallel
 from fosc_jax.config import validate_config
 from fosc_jax.defenses import DEFENSES, Defense
 from fosc_jax.losses import cross_entropy
@@ -55,13 +52,13 @@ def test_a_registered_defense_trains_through_the_shared_step(tmp_path, monkeypat
     validate_config(c, check_data=False)  # validation asks the registry
     ds = tiny_dataset(n_train=32)  # 2 steps per epoch
     train_and_evaluate(c, str(tmp_path), dataset=ds, mesh=parallel.make_mesh(1))
-    rows = checkpointing.read_metrics(str(tmp_path))
+    rows = rundir.read_metrics(str(tmp_path))
     assert [r["attack_steps_mean"] for r in rows] == [1.0, 1.0]
     assert [r["curriculum_k"] for r in rows] == [0, 1]  # its state crossed the epoch
     # Its state is checkpointed and its loss is what the step optimised.
     trainer = Trainer(c, (28, 28, 1), 10, steps_per_epoch=2, mesh=parallel.make_mesh(1))
-    manager = checkpointing.make_manager(str(tmp_path), c)
-    state, _ = checkpointing.restore_newest_good(manager, trainer.abstract_state())
+    manager = rundir.checkpoints.make_manager(str(tmp_path), c)
+    state, _ = rundir.checkpoints.restore_newest_good(manager, trainer.abstract_state())
     manager.close()
     assert int(state.defense_state["epochs_seen"]) == 2
     x = jnp.asarray(ds.x_train[:16], jnp.float32) / 255
@@ -82,45 +79,13 @@ def test_a_registered_defense_trains_through_the_shared_step(tmp_path, monkeypat
     np.testing.assert_allclose(metrics["adv_loss"], expected, rtol=2e-4, atol=2e-5)
 
 
-def _legacy_checkpoint(workdir, config, k, best, wait):
-    """A checkpoint as versions before the defense boundary wrote it: the curriculum's
-    plateau state as three top-level fields."""
-    trainer = Trainer(config, (28, 28, 1), 10)
-    state = trainer.init_state(jax.random.PRNGKey(0))
-    d = flax.serialization.to_state_dict(state)
-    d.pop("defense_state")
-    d.update(curriculum_k=jnp.int32(k), curriculum_best=jnp.float32(best),
-             curriculum_wait=jnp.int32(wait))
-    d = parallel.replicate(d, trainer.mesh)
-    checkpointing.write_config(workdir, config)
-    manager = checkpointing.make_manager(workdir, config)
-    checkpointing.save(manager, 7, d)
-    manager.close()
-    return trainer, state
-
-
-@pytest.mark.parametrize("defense", ["curriculum", "dynamic"])
-def test_checkpoints_of_the_older_layout_restore(tmp_path, defense):
-    c = tiny_config.get_config(defense)
-    c.defense.curriculum_rule = "plateau"
-    trainer, fresh = _legacy_checkpoint(str(tmp_path), c, k=2, best=0.5, wait=1)
-    manager = checkpointing.make_manager(str(tmp_path), c)
-    state, step = checkpointing.restore_newest_good(manager, trainer.abstract_state(),
-                                                    quarantine=str(tmp_path / "q"))
-    manager.close()
-    assert step == 7 and not os.path.exists(tmp_path / "q")   # verified, not quarantined
-    got = jax.device_get(state.defense_state)
-    assert got == ({"k": 2, "best": 0.5, "wait": 1} if defense == "curriculum" else {})
-    chex.assert_trees_all_equal(jax.device_get(fresh.params), jax.device_get(state.params))
-
-
 def test_load_classifier_needs_no_training_stack(tmp_path):
     c = tiny_config.get_config("standard")
     train_and_evaluate(c, str(tmp_path), dataset=tiny_dataset(), mesh=parallel.make_mesh(1))
-    code = ("import sys; from fosc_jax.checkpointing import load_classifier; "
+    code = ("import sys; from fosc_jax import load_classifier; "
             f"clf = load_classifier({str(tmp_path)!r}); "
             "assert clf.epoch == 1, clf.epoch; "
-            "bad = [m for m in ('fosc_jax.training', 'fosc_jax.train_state', 'optax') "
+            "bad = [m for m in ('fosc_jax.training', 'fosc_jax.training.train_state', 'optax') "
             "if m in sys.modules]; assert not bad, bad; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)

@@ -8,6 +8,7 @@ import pytest
 
 from fosc_jax import attacks, training
 from fosc_jax.defenses import settings_for_epoch
+from fosc_jax.training import executors
 
 import tiny_config
 
@@ -21,13 +22,18 @@ def _config(defense, compact_to):
     return cfg
 
 
-def _trainer(exit_check, *, exit_block=3, defense="dynamic", compact_to=None):
-    """``compact_to`` N: BatchNorm in inference mode while attacking (what compaction needs),
-    FOSC measured from the random start (so the compacted blocks must carry it over), and
-    the host exit compacting down to N examples (0: BN and origin so, no compaction)."""
-    return training.Trainer(_config(defense, compact_to), (28, 28, 1), 10,
-                            exit_check=exit_check, exit_block=exit_block,
-                            compact=bool(compact_to), compact_min=compact_to or 16)
+def _trainer(executor, *, block=3, defense="dynamic", compact_to=None):
+    """A trainer running ``executor`` ("compiled" or "host") with ``block`` steps between
+    exit checks. ``compact_to`` N: BatchNorm in inference mode while attacking (what
+    compaction needs), FOSC measured from the random start (so the compacted blocks must
+    carry it over), and the host exit compacting down to N examples (0: BN and origin so,
+    no compaction)."""
+    trainer = training.Trainer(_config(defense, compact_to), (28, 28, 1), 10)
+    if executor == "compiled":
+        trainer.executor = executors.Compiled(trainer, block)
+    else:
+        trainer.executor = executors.HostChecked(trainer, block, compact_min=compact_to or None)
+    return trainer
 
 
 def _step(trainer, threshold, *, early_exit=True):
@@ -51,7 +57,7 @@ def _assert_same_training(got, want):
 
 
 def test_host_device_and_unrolled_steps_agree():
-    device = _trainer("device")
+    device = _trainer("compiled")
     _, probe = _step(device, -np.inf, early_exit=False)
     threshold = float(np.median(probe["fosc"]))  # stops some examples early, not others
     want = _step(device, threshold, early_exit=False)       # all 7 steps unrolled, no exit
@@ -63,12 +69,12 @@ def test_host_device_and_unrolled_steps_agree():
 
 def test_host_exit_runs_only_the_blocks_it_needs(monkeypatch):
     calls = []
-    real = training.Trainer._host_block
+    real = executors.HostChecked._block
 
     def counting(self, *args):
         calls.append(1)
         return real(self, *args)
-    monkeypatch.setattr(training.Trainer, "_host_block", counting)
+    monkeypatch.setattr(executors.HostChecked, "_block", counting)
     # c_t = +inf: every example stops after the first step, so no block is traced or run.
     _, m = _step(_trainer("host"), np.inf)
     assert np.all(m["num_steps"] == 1) and not calls
@@ -94,7 +100,7 @@ def test_masked_pgd_results_do_not_depend_on_unroll(unroll):
 def test_compacted_exit_trains_like_the_unrolled_step(defense, monkeypatch):
     """The host exit that shrinks the batch to its active examples (16 -> 8 -> 4 -> 2 here)
     gives every example the steps, FOSC and update of the plain unrolled step."""
-    unrolled = _trainer("device", defense=defense, compact_to=0)
+    unrolled = _trainer("compiled", defense=defense, compact_to=0)
     _, probe = _step(unrolled, -np.inf, early_exit=False)
     # Thresholds that stop most examples early (so the batch shrinks) and keep a few going:
     # FOSC of the KL loss is far smaller after the first step than at the end.
@@ -104,23 +110,12 @@ def test_compacted_exit_trains_like_the_unrolled_step(defense, monkeypatch):
     steps = np.asarray(want[1]["num_steps"])
     assert steps.min() < steps.max(), "threshold should stop some examples before others"
     sizes = []
-    real = training.Trainer._host_gather
+    real = executors.HostChecked._gather
 
     def recording(self, *args):
         sizes.append(args[-1])
         return real(self, *args)
-    monkeypatch.setattr(training.Trainer, "_host_gather", recording)
-    got = _step(_trainer("host", exit_block=1, defense=defense, compact_to=2), threshold)
+    monkeypatch.setattr(executors.HostChecked, "_gather", recording)
+    got = _step(_trainer("host", block=1, defense=defense, compact_to=2), threshold)
     assert sizes and min(sizes) < 16, f"the batch never shrank (sizes {sizes})"
     _assert_same_training(got, want)
-
-
-def test_compaction_needs_an_attack_that_treats_examples_independently():
-    cfg = tiny_config.get_config("dynamic")
-    cfg.attack.bn_mode = "train"
-    with pytest.raises(ValueError, match="bn_mode = 'eval'"):
-        training.Trainer(cfg, (28, 28, 1), 10, exit_check="host", compact=True)
-    assert not training.Trainer(cfg, (28, 28, 1), 10, exit_check="host").compact
-    cfg.attack.bn_mode = "eval"
-    assert training.Trainer(cfg, (28, 28, 1), 10, exit_check="host").compact
-    assert not training.Trainer(cfg, (28, 28, 1), 10, exit_check="device").compact

@@ -23,7 +23,7 @@ import pytest
 from fosc_jax.classifier import Classifier
 from fosc_jax.config import base_config
 from fosc_jax.evaluation import (evaluate_classifier, honesty, markdown_table, parse_eps_list,
-                                 read_results, subset_indices, worst_case, write_results)
+                                 read_results, eval_subset_indices, worst_case, write_results)
 from fosc_jax.evaluation.suite import Suite, attack_spec, check_inputs
 from fosc_jax.evaluation.tables import csv_table, row_labels
 
@@ -295,12 +295,12 @@ def test_parse_eps_list():
             parse_eps_list(bad)
 
 
-def test_subset_indices_fixed_and_sorted():
-    a, b = subset_indices(100, 10, seed=0), subset_indices(100, 10, seed=0)
+def test_eval_subset_indices_fixed_and_sorted():
+    a, b = eval_subset_indices(100, 10, seed=0), eval_subset_indices(100, 10, seed=0)
     np.testing.assert_array_equal(a, b)
     assert len(set(a)) == 10 and np.all(np.diff(a) > 0)
-    np.testing.assert_array_equal(subset_indices(5, None), np.arange(5))
-    np.testing.assert_array_equal(subset_indices(5, 50), np.arange(5))
+    np.testing.assert_array_equal(eval_subset_indices(5, None), np.arange(5))
+    np.testing.assert_array_equal(eval_subset_indices(5, 50), np.arange(5))
 
 
 def test_attack_names():

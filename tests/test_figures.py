@@ -1,15 +1,14 @@
 """The report's figures read as the paper's: tight FOSC panels with 1-based epochs, runs on
 common axes, Figure 1a's counts and widened-range note, one eps tick style with the
-training eps marked; runs of older 0-based versions are renumbered."""
+training eps marked."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import pytest
 
-from fosc_jax import figures, legacy, report
+from fosc_jax.reporting import figures, report
 from test_report import _fake_run
 
 
@@ -78,16 +77,3 @@ def test_eps_sweep_one_tick_style_and_training_eps(captured):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.05", "0.1", "0.3"]
     vertical = [line for line in ax.lines if len(set(line.get_xdata())) == 1]
     assert [line.get_xdata()[0] for line in vertical] == [0.1]
-
-
-def test_zero_based_runs_are_renumbered(tmp_path):
-    run = _fake_run(tmp_path, "old", "dynamic", epochs=3, first=0)
-    first_file = dict(np.load(os.path.join(run, "fosc", "epoch_0000.npz")))
-    assert [r["epoch"] for r in report.read_metrics(run)] == [1, 2, 3]
-    assert report.fosc_epochs(run) == [1, 2, 3]
-    np.testing.assert_array_equal(report.load_fosc_sample(run, 1)["fosc"], first_file["fosc"])
-    assert legacy.migrate_run(run) and not legacy.migrate_run(run)
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
-    assert sorted(os.listdir(os.path.join(run, "fosc"))) == [f"epoch_000{e}.npz" for e in (1, 2, 3)]
-    np.testing.assert_array_equal(report.load_fosc_sample(run, 1)["fosc"], first_file["fosc"])

@@ -35,11 +35,11 @@ def test_quickstart_and_evaluate_on_8_devices(tmp_path):
     assert rec["num_devices"] == 8 and rec["clean"]["n"] == 36 and rec["batch_size"] % 8 == 0
 
     # Clean accuracy recomputed here, on one device, with plain numpy on the same subset.
-    from fosc_jax.checkpointing import load_classifier
+    from fosc_jax import load_classifier
     from fosc_jax.data import load_dataset
-    from fosc_jax.evaluation.api import subset_indices
+    from fosc_jax.data.subset import eval_subset_indices
     clf = load_classifier(run)
     ds = load_dataset("bundled", "mnist")
-    idx = subset_indices(len(ds.y_test), 36, 0)
+    idx = eval_subset_indices(len(ds.y_test), 36, 0)
     logits = np.asarray(clf.logits(ds.x_test[idx].astype(np.float32) / 255.0))
     assert rec["clean"]["correct"] == int((logits.argmax(-1) == ds.y_test[idx]).sum())

@@ -82,7 +82,7 @@ def test_tfds_missing_importlib_resources_is_one_clear_line(monkeypatch, tmp_pat
         load_dataset("tfds", "mnist", data_dir=_prepared(tmp_path))
 
 
-@pytest.mark.parametrize("cmd", [["train.py"], ["evaluate.py"], ["-m", "fosc_jax.report"]],
+@pytest.mark.parametrize("cmd", [["train.py"], ["evaluate.py"], ["-m", "fosc_jax.reporting"]],
                          ids=["train", "evaluate", "report"])
 def test_help_lists_configs_sources_and_attacks(cmd):
     proc = subprocess.run([sys.executable, *cmd, "--help"], cwd=ROOT, capture_output=True,

@@ -16,12 +16,13 @@ import numpy as np
 import optax
 import pytest
 
-from fosc_jax import checkpointing, parallel, training
+from fosc_jax import parallel, rundir, training
 from fosc_jax.config import ConfigError, base_config, validate_config
 from fosc_jax.errors import (CheckpointError, DataError, NonFiniteError, RunFileError, UserError,
                              WorkdirLockedError)
 from fosc_jax.training import train_and_evaluate
-from fosc_jax.workdir_lock import WorkdirLock
+from fosc_jax.training import trainer as trainer_module
+from fosc_jax.rundir.lock import WorkdirLock
 
 import tiny_config
 
@@ -115,10 +116,10 @@ def test_evaluate_and_report_give_one_line_for_bad_run_files(tmp_path, capsys,
     assert len(err) == 1 and err[0].startswith(f"error: {run}: data.source = 'files:{folder}'")
     assert "not a readable .npz file" in err[0]
 
-    from fosc_jax import report
+    from fosc_jax.reporting import cli
     (run / "metrics.jsonl").write_text('{"epoch": 0, "train_loss": 1.0}\n{"epoch": 1, "tr\n')
     with pytest.raises(SystemExit) as exit_:
-        report.main([str(run), "--out", str(tmp_path / "out"), "--no-attack", "--quiet"])
+        cli.main([str(run), "--out", str(tmp_path / "out"), "--no-attack", "--quiet"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {run}/metrics.jsonl:2: not JSON")
@@ -182,7 +183,7 @@ def test_corrupt_checkpoint_falls_back_and_run_files_keep_the_umask(tmp_path, ca
         os.umask(old_mask)
     for name in ("config.json", "metrics.jsonl", "data_sizes.json", "fosc/epoch_0001.npz"):
         assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == 0o640, name
-    reference = _params(checkpointing.load_classifier(workdir))  # epoch 2, step 8
+    reference = _params(rundir.load_classifier(workdir))  # epoch 2, step 8
 
     # Flip single bytes of the newest checkpoint: in its largest (parameter) file, also near
     # the end (bytes the decoder never reads), and in Orbax's tree metadata. Each flip alone
@@ -194,13 +195,13 @@ def test_corrupt_checkpoint_falls_back_and_run_files_keep_the_umask(tmp_path, ca
         original = open(path, "rb").read()
         _flip_byte(path, int(len(original) * where) if where > 0 else len(original) + where)
         with pytest.raises(CheckpointError, match=r"checkpoints/8 is unusable"):
-            checkpointing.load_classifier(workdir, step=8)
+            rundir.load_classifier(workdir, step=8)
         open(path, "wb").write(original)
     _flip_byte(data_file, os.path.getsize(data_file) // 2)
     os.makedirs(os.path.join(workdir, "checkpoints", "12"))  # an empty step folder
     capsys.readouterr()
 
-    clf = checkpointing.load_classifier(workdir)  # evaluate's path: falls back and says so
+    clf = rundir.load_classifier(workdir)  # evaluate's path: falls back and says so
     err = capsys.readouterr().err
     assert "checkpoints/12 is unusable" in err and "skipping it" in err
     assert "checkpoints/8 is unusable" in err and "using checkpoint step 4" in err
@@ -212,10 +213,10 @@ def test_corrupt_checkpoint_falls_back_and_run_files_keep_the_umask(tmp_path, ca
     out = capsys.readouterr()
     assert "resumed" in out.out and "step 4" in out.out
     assert "dropped a partial last line" in out.err
-    moved_aside = os.listdir(os.path.join(workdir, checkpointing.CORRUPT_DIR))
+    moved_aside = os.listdir(os.path.join(workdir, rundir.checkpoints.CORRUPT_DIR))
     assert sorted(name.split("-")[0] for name in moved_aside) == ["12", "8"]
-    assert [r["epoch"] for r in checkpointing.read_metrics(workdir)] == [1, 2]  # 1-based epochs
-    for a, b in zip(reference, _params(checkpointing.load_classifier(workdir))):
+    assert [r["epoch"] for r in rundir.read_metrics(workdir)] == [1, 2]  # 1-based epochs
+    for a, b in zip(reference, _params(rundir.load_classifier(workdir))):
         np.testing.assert_array_equal(a, b)  # retrained epoch 2 bitwise as before
 
     assert train_and_evaluate(config, workdir, mesh=parallel.make_mesh(1)) == {}
@@ -238,13 +239,13 @@ def test_corrupt_checkpoint_falls_back_and_run_files_keep_the_umask(tmp_path, ca
 
 
 def test_non_finite_training_stops_at_the_first_bad_step(tmp_path, monkeypatch):
-    real = training.make_optimizer
+    real = trainer_module.make_optimizer
 
     def poisoned(config, steps_per_epoch):  # the 6th update (count 5) turns weights to NaN
         return optax.chain(real(config, steps_per_epoch),
                            optax.scale_by_schedule(lambda n: jax.numpy.where(n >= 5, np.nan, 1.0)))
 
-    monkeypatch.setattr(training, "make_optimizer", poisoned)
+    monkeypatch.setattr(trainer_module, "make_optimizer", poisoned)
     workdir = str(tmp_path)
     with pytest.raises(NonFiniteError, match=r"NaN/Inf at step 6 \(epoch 2\).*newest checkpoint "
                                              r"\(step 4"):
@@ -252,9 +253,9 @@ def test_non_finite_training_stops_at_the_first_bad_step(tmp_path, monkeypatch):
                            mesh=parallel.make_mesh(1))
     steps = sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
     assert steps == [4]
-    assert [r["epoch"] for r in checkpointing.read_metrics(workdir)] == [1]
+    assert [r["epoch"] for r in rundir.read_metrics(workdir)] == [1]
     assert not os.path.exists(os.path.join(workdir, "fosc", "epoch_0002.npz"))  # the bad epoch
-    assert all(np.isfinite(a).all() for a in _params(checkpointing.load_classifier(workdir)))
+    assert all(np.isfinite(a).all() for a in _params(rundir.load_classifier(workdir)))
 
 
 # ------------------------------------------------------------------ lock and signals
@@ -262,7 +263,7 @@ def test_non_finite_training_stops_at_the_first_bad_step(tmp_path, monkeypatch):
 
 def test_second_training_in_a_workdir_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from fosc_jax.workdir_lock import WorkdirLock; "
+        [sys.executable, "-c", "import sys, time; from fosc_jax.rundir.lock import WorkdirLock; "
          "lock = WorkdirLock(sys.argv[1]); print('held', flush=True); time.sleep(120)",
          str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -358,10 +359,10 @@ def test_two_processes_train_resume_and_evaluate_like_one_with_two_devices(tmp_p
         "eval/results.json"}
     assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {"0o644"}
 
-    two = checkpointing.read_metrics(workdir)
+    two = rundir.read_metrics(workdir)
     assert [r["epoch"] for r in two] == [1] and two[0]["resumed_mid_epoch"] is True
-    for a, b in zip(_params(checkpointing.load_classifier(reference)),
-                    _params(checkpointing.load_classifier(workdir))):
+    for a, b in zip(_params(rundir.load_classifier(reference)),
+                    _params(rundir.load_classifier(workdir))):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
     with open(os.path.join(workdir, "eval", "results.json")) as f:
         record, = json.load(f)["runs"]

@@ -1,4 +1,4 @@
-"""Tests for fosc_jax.report / fosc_jax.figures, and an end-to-end train -> evaluate -> report."""
+"""Tests for fosc_jax.reporting (report, figures, the CLI), and an end-to-end train -> evaluate -> report."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +13,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from fosc_jax import report
+from fosc_jax.reporting import cli, report
 from fosc_jax.classifier import Classifier
 from fosc_jax.evaluation import write_results
 
@@ -96,23 +96,22 @@ def test_pick_epochs_and_names():
 # ------------------------------------------------------------------ fake runs
 
 
-def _fake_run(root, name: str, defense: str, epochs: int = 6, sweep: bool = False,
-              first: int = 1) -> str:
-    """A run folder as training writes it; ``first=0``: an older version's 0-based epochs."""
+def _fake_run(root, name: str, defense: str, epochs: int = 6, sweep: bool = False) -> str:
+    """A run folder as training writes it (epochs 1-based)."""
     run = os.path.join(root, name)
     os.makedirs(os.path.join(run, "fosc"))
     rng = np.random.default_rng(len(name))
     with open(os.path.join(run, "metrics.jsonl"), "w") as f:
         for e in range(epochs):
             c_t = max(0.5 - e * 0.1, 0.0) if defense == "dynamic" else None
-            row = dict(epoch=e + first, lr=0.01, c_t=c_t, curriculum_k=None, train_loss=2 - 0.2 * e,
+            row = dict(epoch=e + 1, lr=0.01, c_t=c_t, curriculum_k=None, train_loss=2 - 0.2 * e,
                        train_clean_acc=0.5 + 0.05 * e, train_adv_acc=0.3 + 0.05 * e,
                        fosc_mean=0.1 / (e + 1), fosc_p50=0.08 / (e + 1), fosc_p90=0.2 / (e + 1),
                        attack_steps_mean=10 - e if c_t is not None else 10.0,
                        test_clean_acc=0.6 + 0.04 * e, test_pgd10_acc=0.2 + 0.05 * e,
                        images_per_sec=1000.0, seconds=3.0)
             f.write(json.dumps(row) + "\n")
-            np.savez(os.path.join(run, "fosc", f"epoch_{e + first:04d}.npz"),
+            np.savez(os.path.join(run, "fosc", f"epoch_{e + 1:04d}.npz"),
                      fosc=rng.gamma(2.0, 0.05 / (e + 1), 300).astype(np.float32),
                      loss=rng.uniform(0, 2, 300).astype(np.float32),
                      num_steps=rng.integers(1, 11, 300).astype(np.int32))
@@ -132,7 +131,7 @@ def test_report_from_fake_runs(tmp_path):
     empty = os.path.join(tmp_path, "empty_run")
     os.makedirs(empty)
     out = os.path.join(tmp_path, "report")
-    made = report.main(["--workdir", a, b, empty, "--out", out, "--no-attack",
+    made = cli.main(["--workdir", a, b, empty, "--out", out, "--no-attack",
                         "--epochs", "1,6"])
     names = sorted(os.path.basename(p) for p in made)
     assert names == ["eps_sweep.png", "fosc_density.png", "training_curves.png"]
@@ -188,7 +187,7 @@ def test_figure1_data_and_plots(tmp_path):
     assert tr["fosc_trace"].shape == tr["loss_trace"].shape == (11, 20)
     assert np.all(np.isfinite(tr["fosc_trace"]))
     assert np.mean(tr["loss_trace"][-1]) > np.mean(tr["loss_trace"][0])  # PGD raises the loss
-    from fosc_jax import figures
+    from fosc_jax.reporting import figures
     assert_nontrivial_png(figures.plot_fosc_bins(bins, str(tmp_path / "a.png")))
     assert_nontrivial_png(figures.plot_fosc_traces(tr["fosc_trace"], tr["loss_trace"],
                                                    str(tmp_path / "b.png")))
@@ -229,7 +228,7 @@ def test_train_evaluate_report_end_to_end(tmp_path):
     assert "| Dynamic |" in open(os.path.join(run, "eval", "results.md")).read()
 
     out = str(tmp_path / "report")
-    made = report.main(["--workdir", run, "--out", out, "--num-examples", "32", "--quiet"])
+    made = cli.main(["--workdir", run, "--out", out, "--num-examples", "32", "--quiet"])
     names = sorted(os.path.basename(p) for p in made)
     assert names == ["eps_sweep.png", "fig1a_quick.png", "fig1b_quick.png",
                      "fosc_density.png", "training_curves.png"]

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from fosc_jax import checkpointing
+from fosc_jax import rundir
 from fosc_jax.config import mnist_config
 from fosc_jax.evaluation.suite import Suite, attack_spec, transfer_attack
 from fosc_jax.reproduce import __main__ as cli
@@ -146,8 +146,8 @@ def _tiny_trained(tmp_path, name, seed):
 
 def test_exported_model_equals_checkpoint_and_transfer_matches_per_target_suite(tmp_path):
     runs = [_tiny_trained(tmp_path, f"m{s}", s) for s in (0, 1, 2)]
-    exported = checkpointing.export_classifier(runs[0], str(tmp_path / "export"))
-    a, b = checkpointing.load_classifier(runs[0]), checkpointing.load_classifier(exported)
+    exported = rundir.export_classifier(runs[0], str(tmp_path / "export"))
+    a, b = rundir.load_classifier(runs[0]), rundir.load_classifier(exported)
     x = np.random.default_rng(0).random((8, 28, 28, 1), np.float32)
     np.testing.assert_array_equal(np.asarray(a.logits(x)), np.asarray(b.logits(x)))
     assert b.epoch == a.epoch and b.config.name == a.config.name
@@ -155,7 +155,7 @@ def test_exported_model_equals_checkpoint_and_transfer_matches_per_target_suite(
     from fosc_jax.data import load_dataset
     ds = load_dataset("bundled", "mnist")
     xt, yt = ds.x_test[:40], ds.y_test[:40].astype(np.int32)
-    surrogate, targets = checkpointing.load_classifier(runs[2]), [a, checkpointing.load_classifier(runs[1])]
+    surrogate, targets = rundir.load_classifier(runs[2]), [a, rundir.load_classifier(runs[1])]
     spec = attack_spec("pgd10")
     shared = transfer_attack(surrogate, targets, xt, yt, spec, 0.3, batch_size=16, seed=0)
     for target, got in zip(targets, shared):
@@ -205,7 +205,7 @@ def test_committed_model_rescores_to_its_committed_numbers(name):
     from fosc_jax.evaluation.api import evaluate_classifier
     from fosc_jax.reproduce.pipeline import test_subset
     rec = json.load(open(os.path.join(COMMITTED, "eval", f"{name}.json")))
-    clf = checkpointing.load_classifier(os.path.join(COMMITTED, "models", name))
+    clf = rundir.load_classifier(os.path.join(COMMITTED, "models", name))
     ds = load_dataset(f"files:{MNIST_DIR}", "mnist")
     x, y, _ = test_subset(ds, rec["clean"]["n"])
     n = 400

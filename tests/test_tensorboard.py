@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from fosc_jax import parallel, tensorboard
+from fosc_jax import parallel
+from fosc_jax.rundir import tensorboard
 from fosc_jax.training import train_and_evaluate
 from test_training import tiny_config, tiny_dataset
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fosc_jax import checkpointing, losses, parallel
+from fosc_jax import rundir, losses, parallel
 from fosc_jax.attacks import masked_pgd
 from fosc_jax.config import ConfigError, base_config, validate_config
 from fosc_jax.defenses import DynamicTrades, Trades, get_defense
@@ -164,9 +164,9 @@ def test_dynamic_trades_trains_resumes_bitwise_and_evaluates(tmp_path):
     train_and_evaluate(config(stop=1), split, dataset=ds, mesh=mesh)
     train_and_evaluate(config(), split, dataset=ds, mesh=mesh)
     chex.assert_trees_all_equal(params_of(full), params_of(split))  # bitwise
-    rows = checkpointing.read_metrics(split)
+    rows = rundir.read_metrics(split)
     assert [r["c_t"] for r in rows] == [0.5, 0.25]
     assert all(1 <= r["attack_steps_mean"] <= 3 for r in rows)
-    record = evaluate_classifier(checkpointing.load_classifier(split), ds.x_test, ds.y_test,
+    record = evaluate_classifier(rundir.load_classifier(split), ds.x_test, ds.y_test,
                                  attacks=("fgsm", "pgd10"), progress=False, honesty=False)
     assert record["defense"] == "dynamic_trades" and "pgd10" in record["attacks"]

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fosc_jax import checkpointing, parallel
+from fosc_jax import rundir, parallel
 from fosc_jax.config import ConfigError, base_config, validate_config
 from fosc_jax.data import Dataset
 from fosc_jax.training import train_and_evaluate
@@ -82,7 +82,7 @@ def test_validation_names_the_field_and_accepted_values(field, value, match):
 
 
 def params_of(workdir):
-    clf = checkpointing.load_classifier(workdir)
+    clf = rundir.load_classifier(workdir)
     return jax.tree_util.tree_leaves(jax.device_get(clf.variables))
 
 
@@ -113,17 +113,17 @@ def test_resume_is_bitwise_exact_and_metrics_have_each_epoch_once(tmp_path):
     first = tiny_config("dynamic", epochs=3)
     first.stop_after_epochs = 2  # a preempted run: stops after its epoch-2 checkpoint
     train_and_evaluate(first, split, dataset=ds, mesh=mesh)
-    assert [r["epoch"] for r in checkpointing.read_metrics(split)] == [1, 2]
+    assert [r["epoch"] for r in rundir.read_metrics(split)] == [1, 2]
     # Simulate a crash after the metrics line of an epoch whose checkpoint never landed.
-    checkpointing.append_metrics(split, {"epoch": 3, "train_loss": -1.0})
+    rundir.metrics.append_metrics(split, {"epoch": 3, "train_loss": -1.0})
     train_and_evaluate(tiny_config("dynamic", epochs=3), split, dataset=ds, mesh=mesh)
     for a, b in zip(params_of(full), params_of(split)):
         np.testing.assert_array_equal(a, b)
-    rows = checkpointing.read_metrics(split)
+    rows = rundir.read_metrics(split)
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[2]["train_loss"] != -1.0
     # A finished run is not trained again.
     again = train_and_evaluate(tiny_config("dynamic", epochs=3), split, dataset=ds, mesh=mesh)
-    assert again == {} and len(checkpointing.read_metrics(split)) == 3
+    assert again == {} and len(rundir.read_metrics(split)) == 3
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -154,14 +154,32 @@ def test_load_classifier_gives_pure_logits_of_the_checkpoint(tmp_path):
     ds = tiny_dataset()
     train_and_evaluate(tiny_config("standard"), str(tmp_path), dataset=ds,
                        mesh=parallel.make_mesh(1))
-    clf = checkpointing.load_classifier(str(tmp_path))
+    before = _tree(tmp_path)
+    clf = rundir.load_classifier(str(tmp_path))
+    assert _tree(tmp_path) == before, "load_classifier changed the run directory"
     assert clf.config.defense.name == "standard" and clf.epoch == 1
     x = jnp.asarray(ds.x_test[:4], jnp.float32) / 255.0
     direct = clf.model.apply(jax.device_get(clf.variables), x, train=False)
     np.testing.assert_allclose(clf.logits(x), direct, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(jax.jit(clf.logits_fn())(x), direct, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(clf.logits)(x), direct, rtol=1e-5, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="not a fosc_jax run directory"):
-        checkpointing.load_classifier(str(tmp_path / "nothing"))
+        rundir.load_classifier(str(tmp_path / "nothing"))
+    untrained = tmp_path / "untrained"  # a config.json, no checkpoints: none is created
+    untrained.mkdir()
+    (untrained / "config.json").write_text(tiny_config("standard").to_json())
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        rundir.load_classifier(str(untrained))
+    assert os.listdir(untrained) == ["config.json"]
+
+
+def _tree(root) -> dict:
+    """Every file and folder under ``root`` with its size and modification time."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            out[os.path.relpath(path, root)] = (os.path.getsize(path), os.path.getmtime(path))
+    return out
 
 
 def test_train_cli_rejects_bad_override_before_compute(tmp_path):
@@ -187,7 +205,7 @@ def test_train_cli_runs_and_resumes(tmp_path):
                           timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resumed" in proc.stdout and "epoch 2: loss" in proc.stdout
-    assert [r["epoch"] for r in checkpointing.read_metrics(str(tmp_path))] == [1, 2]
+    assert [r["epoch"] for r in rundir.read_metrics(str(tmp_path))] == [1, 2]
     with open(tmp_path / "config.json") as f:
         assert json.load(f)["num_epochs"] == 2
 
@@ -208,7 +226,7 @@ def test_curriculum_plateau_rule_raises_level_and_checkpoints_it(tmp_path):
     c.defense.curriculum_rule = "plateau"
     c.defense.curriculum_patience = 0  # no patience: the level rises after every epoch
     train_and_evaluate(c, str(tmp_path), dataset=tiny_dataset(), mesh=parallel.make_mesh(1))
-    rows = checkpointing.read_metrics(str(tmp_path))
+    rows = rundir.read_metrics(str(tmp_path))
     assert [r["curriculum_k"] for r in rows] == [0, 1]
     assert rows[0]["attack_steps_mean"] == 0
     # Level 1 splits the batch into PGD-0 and PGD-1 halves: half a step per example.
@@ -223,11 +241,11 @@ def test_preemption_mid_epoch_checkpoints_and_resumes_bitwise(tmp_path):
                                  should_stop=lambda step: step == 6)  # mid epoch 2
     assert stopped["epoch"] == 1
     assert sorted(ocp_steps(split)) == [4, 6]  # end of epoch 1, then the preemption point
-    assert [r["epoch"] for r in checkpointing.read_metrics(split)] == [1]
+    assert [r["epoch"] for r in rundir.read_metrics(split)] == [1]
     train_and_evaluate(tiny_config("dynamic", epochs=2), split, dataset=ds, mesh=mesh)
     for a, b in zip(params_of(full), params_of(split)):
         np.testing.assert_array_equal(a, b)
-    rows = checkpointing.read_metrics(split)
+    rows = rundir.read_metrics(split)
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["resumed_mid_epoch"] is True
 
 

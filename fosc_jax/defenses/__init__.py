@@ -1,6 +1,6 @@
 """Defenses as plug-ins: one module per defense, one registry.
 
-Every defense trains with the same step (fosc_jax/training.py); a :class:`Defense`
+Every defense trains with the same step (fosc_jax/training/trainer.py); a :class:`Defense`
 subclass supplies what differs (see defenses/base.py):
 
 | defense        | attack per example          | step       | stop at  | outer loss            |

@@ -10,7 +10,7 @@ import numpy as np
 from fosc_jax.autoattack import runner as aa_runner
 from fosc_jax.classifier import Classifier
 from fosc_jax.config import config_get
-from fosc_jax.data.subset import eval_subset_indices as subset_indices
+from fosc_jax.data.subset import eval_subset_indices
 from fosc_jax.evaluation import honesty as honesty_lib
 from fosc_jax.evaluation.suite import (DEFAULT_ATTACKS, Suite, accuracy_entry, attack_spec,
                                        check_inputs, data_placement, timed, worst_case)
@@ -176,7 +176,7 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
 
 
 def _load_classifier(workdir: str) -> Classifier:
-    from fosc_jax.checkpointing import load_classifier
+    from fosc_jax.rundir.export import load_classifier
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir!r} does not exist.")
     return load_classifier(workdir)
@@ -210,7 +210,7 @@ def evaluate_workdirs(workdirs: Sequence[str], *, num_examples: Optional[int] = 
                 datasets[data_key] = load_dataset(data_key[0], data_key[1],
                                                   data_dir=data_key[2])
         ds = datasets[data_key]
-        idx = subset_indices(len(ds.y_test), num_examples, data_seed)
+        idx = eval_subset_indices(len(ds.y_test), num_examples, data_seed)
         record = evaluate_classifier(clf, ds.x_test[idx], ds.y_test[idx],
                                      surrogate=surrogate_clf, **kwargs)
         record.update(workdir=os.fspath(workdir), data_seed=data_seed,
@@ -225,4 +225,4 @@ def evaluate_workdirs(workdirs: Sequence[str], *, num_examples: Optional[int] = 
     return records
 
 
-__all__ = ["parse_eps_list", "subset_indices", "evaluate_classifier", "evaluate_workdirs"]
+__all__ = ["parse_eps_list", "eval_subset_indices", "evaluate_classifier", "evaluate_workdirs"]

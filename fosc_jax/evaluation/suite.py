@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from fosc_jax import cpu_malloc, parallel
+from fosc_jax import parallel
 from fosc_jax.attacks import masked_pgd
 from fosc_jax.classifier import Classifier
 from fosc_jax.data.pipeline import unit_float
@@ -264,7 +264,6 @@ class Suite:
 
     def __post_init__(self):
         self.x, self.y = check_inputs(self.x, self.y)
-        cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())
         self.batch_size = _batch_size(int(self.batch_size), len(self.y),
                                       self.placement.num_devices)
         self._fns: dict = {}

@@ -85,6 +85,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     source = "bundled" if data == "bundled" else f"files:{os.path.abspath(data)}"
     out = args.out or os.path.join("results", f"mnist_{scale.name}")
     os.makedirs(out, exist_ok=True)
+    import jax
+
+    from fosc_jax import cpu_malloc, parallel
+    parallel.maybe_initialize_distributed()
+    cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())  # this process only
     log = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
     log(f"reproduce mnist, scale {scale.name}: {scale.train_images or 60000} training images, "
         f"{scale.epochs} epochs, {scale.test_images or 10000} test images -> {out}")

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fosc_jax import checkpointing, legacy
+from fosc_jax import rundir
 from fosc_jax.reproduce.plan import Run, Scale, run_config
 
 # Relative cost of a run's epoch against a Standard epoch (for the wall-time estimate):
@@ -83,9 +83,9 @@ def model_dir(out: str, run: Run) -> str:
 
 def epochs_done(workdir: str) -> int:
     """Epochs recorded in the run's metrics.jsonl (0 when it has not started)."""
-    if not os.path.exists(os.path.join(workdir, checkpointing.METRICS_FILE)):
+    if not os.path.exists(os.path.join(workdir, rundir.METRICS_FILE)):
         return 0
-    return len(checkpointing.read_metrics(workdir))
+    return len(rundir.read_metrics(workdir))
 
 
 def _estimate(runs: Sequence[Run], scale: Scale, out: str) -> Optional[float]:
@@ -94,7 +94,7 @@ def _estimate(runs: Sequence[Run], scale: Scale, out: str) -> Optional[float]:
     for run in runs:
         wd = run_dir(out, run)
         if epochs_done(wd):
-            rows = checkpointing.read_metrics(wd)
+            rows = rundir.read_metrics(wd)
             per_epoch += [r["seconds"] / _cost(run, scale) for r in rows]
     if not per_epoch:
         return None
@@ -131,7 +131,6 @@ def _train_runs(runs, scale, source, out, dataset, log, flag, train_and_evaluate
     for run in runs:
         config = run_config(run, scale, source)
         wd = run_dir(out, run)
-        legacy.migrate_run(wd) if os.path.isdir(wd) else None  # 0-based runs of older code
         done = epochs_done(wd)
         if done >= config.num_epochs:
             log(f"[train] {run.name}: finished ({done} epochs), skipped")
@@ -170,13 +169,13 @@ def export_all(runs: Sequence[Run], scale: Scale, out: str, log=print) -> None:
     else (its checkpoints are not committed), so a fresh checkout resumes the reproduction."""
     for run in runs:
         target = model_dir(out, run)
-        if os.path.exists(os.path.join(target, checkpointing.EXPORT_FILE)):
+        if os.path.exists(os.path.join(target, rundir.EXPORT_FILE)):
             continue
         total = run_config(run, scale, "bundled").num_epochs
         if epochs_done(run_dir(out, run)) < total:
             log(f"[export] {run.name}: not finished, skipped")
             continue
-        checkpointing.export_classifier(run_dir(out, run), target)
+        rundir.export_classifier(run_dir(out, run), target)
         log(f"[export] {run.name} -> {target}")
 
 
@@ -211,13 +210,13 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
                 log(f"[eval] {run.name}: scored on {_scored_n(p)} images, not {len(y)}: redone")
                 os.remove(p)
     missing = [r.name for r in runs if not os.path.exists(
-        os.path.join(model_dir(out, r), checkpointing.EXPORT_FILE))]
+        os.path.join(model_dir(out, r), rundir.EXPORT_FILE))]
     if missing:
         log(f"[eval] not exported yet, skipped: {', '.join(missing)}")
         runs = [r for r in runs if r.name not in missing]
     records, models = {}, {}
     for run in runs:
-        models[run.name] = checkpointing.load_classifier(model_dir(out, run))
+        models[run.name] = rundir.load_classifier(model_dir(out, run))
         done = next((p for p in (path(run), partial(run)) if os.path.exists(p)), None)
         if done is not None:
             with open(done) as f:
@@ -284,12 +283,12 @@ def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
             with open(path) as f:
                 records[run.name] = json.load(f)
             continue
-        if not os.path.exists(os.path.join(model_dir(out, run), checkpointing.EXPORT_FILE)):
+        if not os.path.exists(os.path.join(model_dir(out, run), rundir.EXPORT_FILE)):
             log(f"[autoattack] {run.name}: no exported model yet, skipped")
             continue
         record_provenance(out, "eval_commit")
         t0 = time.time()
-        clf = checkpointing.load_classifier(model_dir(out, run))
+        clf = rundir.load_classifier(model_dir(out, run))
         rec = evaluate_classifier(clf, x, y, attacks=("autoattack",), batch_size=500, seed=0,
                                   honesty=False, progress=progress,
                                   autoattack_budget=scale.autoattack_budget)

@@ -13,7 +13,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from fosc_jax import checkpointing, figures
+from fosc_jax import rundir
+from fosc_jax.reporting import figures
 from fosc_jax.reproduce import pipeline, section3, seeds, stats
 from fosc_jax.reproduce.plan import PAPER_EPOCHS, PAPER_LR_DROPS, PAPER_T_PRIME, Run, Scale, run_config
 
@@ -92,7 +93,7 @@ def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: 
     """FOSC densities of several runs at a few epochs on one axis (colour: run, style: epoch)."""
     import matplotlib.pyplot as plt
 
-    from fosc_jax.report import reflected_kde
+    from fosc_jax.reporting.report import reflected_kde
     values = np.concatenate([v for per in samples.values() for v in per.values()])
     hi = float(np.percentile(values, 99)) if values.size else 1.0
     grid = np.linspace(0.0, max(hi, 1e-3), 400)
@@ -114,16 +115,16 @@ def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: 
 def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mapping,
                  log=print) -> dict[str, str]:
     """Every figure of the reproduction into OUT/figures; returns {file name: caption}."""
-    from fosc_jax import report as rep
+    from fosc_jax.reporting import report as rep
     fig_dir = os.path.join(out, "figures")
     made: dict[str, str] = {}
     by_name = {r.name: r for r in runs}
     x, y, _ = pipeline.test_subset(ds, scale.figure_images, seed=2)
     for name in ("dynamic_s0", "standard_s0"):
         if name not in by_name or not os.path.exists(
-                os.path.join(pipeline.model_dir(out, by_name[name]), checkpointing.EXPORT_FILE)):
+                os.path.join(pipeline.model_dir(out, by_name[name]), rundir.EXPORT_FILE)):
             continue
-        clf = checkpointing.load_classifier(pipeline.model_dir(out, by_name[name]))
+        clf = rundir.load_classifier(pipeline.model_dir(out, by_name[name]))
         eps = float(clf.config.attack.eps)
         data = rep.fosc_accuracy_data(clf, x, y, eps=eps, batch_size=500, progress=False)
         hi = 0.1
@@ -266,7 +267,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
                 s3_records[run.name] = json.load(f)
     if s3_records:
         made.update(section3.draw_section3(s3_runs, out, s3_records, log=log))
-    from fosc_jax.report import read_metrics
+    from fosc_jax.rundir import read_metrics
     metrics = {r.name: read_metrics(pipeline.run_dir(out, r))
                for r in all_runs if pipeline.epochs_done(pipeline.run_dir(out, r))}
     from fosc_jax.reproduce.plan import RUNS
@@ -282,7 +283,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
     missing = [r.name for r in runs if r.name not in records]
     if missing:
         trained = [r.name for r in runs if os.path.exists(
-            os.path.join(pipeline.model_dir(out, r), checkpointing.EXPORT_FILE))]
+            os.path.join(pipeline.model_dir(out, r), rundir.EXPORT_FILE))]
         L += [f"**Partial:** {len(trained)} of {len(runs)} runs trained "
               f"({', '.join(trained) or 'none'}), {len(records)} evaluated; not evaluated yet: "
               f"{', '.join(missing)}. Rerunning the command continues the reproduction and "

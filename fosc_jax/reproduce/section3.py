@@ -55,7 +55,7 @@ def evaluate_section3(runs: Sequence[Run], scale: Scale, ds, out: str, log=print
                       progress: bool = False) -> dict:
     """Cross-test every exported Section 3 model on the first ``scale.s3_test_images`` of a
     seeded test subset; one JSON per model in OUT/eval/section3 (finished ones skipped)."""
-    from fosc_jax import checkpointing
+    from fosc_jax import rundir
     from fosc_jax.evaluation.suite import Suite, accuracy_entry
 
     x, y, _ = pipeline.test_subset(ds, scale.s3_test_images)
@@ -69,12 +69,12 @@ def evaluate_section3(runs: Sequence[Run], scale: Scale, ds, out: str, log=print
                 records[run.name] = json.load(f)
             continue
         if not os.path.exists(os.path.join(pipeline.model_dir(out, run),
-                                           checkpointing.EXPORT_FILE)):
+                                           rundir.EXPORT_FILE)):
             log(f"[section3] {run.name}: no exported model yet, skipped")
             continue
         pipeline.record_provenance(out, "eval_commit")
         t0 = time.time()
-        clf = checkpointing.load_classifier(pipeline.model_dir(out, run))
+        clf = rundir.load_classifier(pipeline.model_dir(out, run))
         eps = float(clf.config.attack.eps)
         suite = Suite(clf, x, y, batch_size=500, seed=0, progress=progress)
         rec = dict(run=run.name, sweep=run.sweep, eps=eps, n=int(len(y)),
@@ -96,7 +96,7 @@ def evaluate_section3(runs: Sequence[Run], scale: Scale, ds, out: str, log=print
 
 def last_epoch_sample(out: str, run: Run) -> Optional[dict]:
     """FOSC and loss of the last epoch's training adversarial examples (None if absent)."""
-    from fosc_jax.report import fosc_epochs, load_fosc_sample
+    from fosc_jax.rundir.metrics import fosc_epochs, load_fosc_sample
     wd = pipeline.run_dir(out, run)
     epochs = fosc_epochs(wd) if os.path.isdir(os.path.join(wd, "fosc")) else []
     return load_fosc_sample(wd, epochs[-1]) if epochs else None
@@ -196,8 +196,9 @@ def claim_rows(points: Sequence[ClaimPoint]) -> tuple[list[str], Optional[str]]:
 def draw_section3(runs: Sequence[Run], out: str, records: Mapping[str, dict],
                   log=print) -> dict[str, str]:
     """Figure 2 and 3 analogs in OUT/figures; returns {file: caption} for what was drawn."""
-    from fosc_jax import figures
-    from fosc_jax.report import fosc_epochs, load_fosc_sample, reflected_kde
+    from fosc_jax.reporting import figures
+    from fosc_jax.reporting.report import reflected_kde
+    from fosc_jax.rundir.metrics import fosc_epochs, load_fosc_sample
     import matplotlib.pyplot as plt
 
     fig_dir = os.path.join(out, "figures")

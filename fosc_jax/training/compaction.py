@@ -3,25 +3,36 @@
 A batch of a masked PGD loop costs its slowest example: stopped examples are masked, not
 skipped, so with static shapes a batch whose examples mostly stopped after one step still
 pays for the full batch at every step. When the host-checked early exit
-(:meth:`fosc_jax.training.Trainer.step` on XLA:CPU) finds that a smaller batch would hold
-every active example, the next steps run on a batch of that size: the active examples first,
-padded with stopped ones (masked, so they do not move), and the results are written back to
-their rows afterwards. Sizes halve down a fixed ladder, each compiled once.
+(:class:`~fosc_jax.training.executors.HostChecked`, ``executor = "host_compact"``) finds
+that a smaller batch would hold every active example, the next steps run on a batch of that
+size: the active examples first, padded with stopped ones (masked, so they do not move), and
+the results are written back to their rows afterwards. Sizes halve down a fixed ladder, each compiled once.
 
 Per-example results are unchanged only if an example's gradient does not depend on the rest
 of its batch: BatchNorm in inference mode while attacking (``attack.bn_mode = "eval"``).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-# PGDLoop state fields with the batch on axis 0, and the [T, B] traces (batch on axis 1).
-BATCH_FIELDS = ("x", "g", "c", "loss", "steps", "active")
-TRACE_FIELDS = ("fosc_trace", "loss_trace")
+
+@flax.struct.dataclass
+class Part:
+    """The attack on the rows of a batch a compaction kept: their inputs, labels, clean
+    prediction (None unless the attack loss needs it), FOSC origin, budget and step size,
+    and their loop state (moved by :meth:`~fosc_jax.attacks.LoopState.take`)."""
+    x: Array
+    y: Array
+    clean: Optional[Array]
+    origin: Array
+    budget: Array
+    step_size: Array
+    s: Any   # LoopState
 
 
 def ladder(batch: int, min_size: int, multiple: int = 1) -> tuple[int, ...]:
@@ -49,25 +60,3 @@ def active_first(active: Array, size: int) -> Array:
 def take(tree: Any, idx: Array) -> Any:
     """Rows ``idx`` of every array in ``tree`` (each has the batch on axis 0; None passes)."""
     return jax.tree_util.tree_map(lambda a: a[idx], tree)
-
-
-def take_state(s: dict, idx: Array) -> dict:
-    """The loop state of rows ``idx`` (the iteration counter is shared)."""
-    out = dict(s)
-    for name in BATCH_FIELDS:
-        out[name] = s[name][idx]
-    for name in TRACE_FIELDS:
-        out[name] = s[name][:, idx]
-    return out
-
-
-def put_state(full: dict, part: dict, idx: Array) -> dict:
-    """``full`` with rows ``idx`` replaced by ``part`` (from :func:`take_state`), and the
-    part's iteration counter."""
-    out = dict(full)
-    for name in BATCH_FIELDS:
-        out[name] = full[name].at[idx].set(part[name])
-    for name in TRACE_FIELDS:
-        out[name] = full[name].at[:, idx].set(part[name])
-    out["k"] = part["k"]
-    return out

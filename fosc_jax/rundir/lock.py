@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Optional
 
-from fosc_jax import integrity
+from fosc_jax.rundir import integrity
 from fosc_jax.errors import WorkdirLockedError
 
 LOCK_FILE = ".lock"

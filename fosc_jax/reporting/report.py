@@ -1,4 +1,4 @@
-"""Figures from saved runs: ``python -m fosc_jax.report --workdir RUN [RUN ...] [--out DIR]``.
+"""Figures from saved runs (the library behind ``python -m fosc_jax.reporting``).
 
 Draws, when the data exists (PNG, matplotlib Agg), and writes DIR/index.md with a caption per
 figure:
@@ -12,25 +12,22 @@ figure:
 - eps_sweep.png (Figure 4a): PGD-10 accuracy against test eps (RUN/eval/results.json,
   written by ``evaluate.py --eps-sweep``), each run's training eps marked.
 
-Epochs are numbered from 1, as train.py prints them (runs from older 0-based versions are
-renumbered on reading). DIR defaults to RUN/report (one run) or a report_A_B folder beside
-the first run.
 - training_curves.png: c_t, attack steps, FOSC, clean / adversarial accuracy and loss per
   epoch (RUN/metrics.jsonl).
+
+Epochs are numbered from 1, as train.py prints them. DIR defaults to RUN/report (one run) or
+a report_A_B folder beside the first run.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import re
-import sys
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from fosc_jax import figures, legacy
-
-FOSC_FILE = re.compile(r"^epoch_(\d{4,})\.npz$")
+from fosc_jax.reporting import figures
+# The run files the figures read (also used as ``report.X`` by fosc_jax.reproduce).
+from fosc_jax.rundir.metrics import fosc_epochs, load_fosc_sample, read_metrics
 
 
 # ----------------------------------------------------------------------------- numerics
@@ -91,36 +88,6 @@ def _check_run(run: str) -> str:
         from fosc_jax.errors import RunFileError
         raise RunFileError(f"run directory {run!r} does not exist.")
     return run
-
-
-def read_metrics(run: str) -> list[dict]:
-    """Rows of RUN/metrics.jsonl ([] if absent), epochs 1-based; a bad line raises
-    ValueError naming it."""
-    from fosc_jax.checkpointing import read_metrics as read_rows
-    return legacy.shift(read_rows(_check_run(run)))
-
-
-def fosc_epochs(run: str) -> list[int]:
-    """The epochs (1-based) with a RUN/fosc/epoch_XXXX.npz sample."""
-    folder = os.path.join(_check_run(run), "fosc")
-    if not os.path.isdir(folder):
-        return []
-    offset = int(legacy.fosc_zero_based(run))
-    return sorted(int(m.group(1)) + offset for f in os.listdir(folder)
-                  if (m := FOSC_FILE.match(f)))
-
-
-def load_fosc_sample(run: str, epoch: int) -> dict[str, np.ndarray]:
-    """fosc (float32), loss (float32) and num_steps (int32) of one (1-based) epoch's sample."""
-    offset = int(legacy.fosc_zero_based(run))
-    path = os.path.join(run, "fosc", f"epoch_{epoch - offset:04d}.npz")
-    if not os.path.exists(path):
-        raise ValueError(f"no FOSC sample for epoch {epoch}: {path} is missing.")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"fosc", "loss", "num_steps"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}.")
-        return {k: np.asarray(data[k]) for k in ("fosc", "loss", "num_steps")}
 
 
 def read_eps_sweep(run: str) -> list[tuple[float, float]]:
@@ -221,15 +188,15 @@ def fosc_trace_data(classifier: Any, x: Any, y: Any, *, eps: float,
 
 def _figure1(run: str, name: str, out: str, num_examples: Optional[int], seed: int,
              progress: bool, fosc_max: float) -> list[tuple[str, str]]:
-    from fosc_jax.checkpointing import load_classifier
+    from fosc_jax.rundir.export import load_classifier
     from fosc_jax.data import load_dataset
     from fosc_jax.config import config_get
-    from fosc_jax.data.subset import eval_subset_indices as subset_indices
+    from fosc_jax.data.subset import eval_subset_indices
 
     clf = load_classifier(run)
     cfg = clf.config
     ds = load_dataset(cfg.data.source, cfg.data.name, data_dir=config_get(cfg, "data.data_dir"))
-    idx = subset_indices(len(ds.y_test), num_examples, seed)
+    idx = eval_subset_indices(len(ds.y_test), num_examples, seed)
     x, y, eps = ds.x_test[idx], ds.y_test[idx], float(cfg.attack.eps)
     data = fosc_accuracy_data(clf, x, y, eps=eps, seed=seed, progress=progress,
                               batch_size=int(config_get(cfg, "eval.batch_size", 256)))
@@ -347,52 +314,3 @@ def _write_index(out: str, runs: Sequence[str], made: Mapping[str, str],
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, got {text!r}.") from err
-
-
-def main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
-    from fosc_jax.errors import cli_guard
-    return cli_guard(_main)(argv)
-
-
-def _main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
-    from fosc_jax.cli_help import listing
-    p = argparse.ArgumentParser(prog="python -m fosc_jax.report",
-                                description=__doc__.split("\n")[0], epilog=listing(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", nargs="+", default=[], help="run directories (as train.py "
-                   "and evaluate.py take them)")
-    p.add_argument("runs", nargs="*", help="run directories (same as --workdir)")
-    p.add_argument("--out", default=None, help="output folder for PNGs and index.md "
-                   "(default: RUN/report, or report_A_B beside the first run)")
-    p.add_argument("--epochs", type=_int_list, default=None,
-                   help="epochs (1-based, as train.py prints them) for the FOSC densities "
-                        "(default: 3 evenly spaced)")
-    p.add_argument("--num-examples", type=int, default=None,
-                   help="test subset for Figure 1 (default: full test set)")
-    p.add_argument("--no-attack", action="store_true",
-                   help="skip Figure 1 (needs checkpoints and test data)")
-    p.add_argument("--fosc-max", type=float, default=0.1,
-                   help="upper end of the Figure 1a FOSC bins (paper: 0.1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    runs = list(args.workdir) + list(args.runs)
-    if not runs:
-        p.error("give the run directories with --workdir RUN [RUN ...]")
-    out = args.out or default_out(runs)
-    made = make_report(runs, out, epochs=args.epochs,
-                       attack_figures=not args.no_attack, num_examples=args.num_examples,
-                       seed=args.seed, progress=not args.quiet, fosc_max=args.fosc_max)
-    print(f"wrote {len(made)} figures and {os.path.join(out, 'index.md')}")
-    return made
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
