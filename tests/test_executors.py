@@ -92,3 +92,17 @@ def test_training_prints_the_executor_at_start_and_records_it_per_epoch(tmp_path
     want = "host_compact" if jax.default_backend() == "cpu" else "compiled"
     assert f"executor {want} (config.executor = 'auto', backend " in capsys.readouterr().out
     assert [r["executor"] for r in rundir.read_metrics(str(tmp_path))] == [want]
+
+
+def test_each_epoch_reuses_the_compiled_step(tmp_path, caplog):
+    """jit keys on input placement: the host-set epoch scalar used to enter unplaced, so the
+    first step of every epoch compiled its own program (each curriculum level twice)."""
+    import logging
+
+    from fosc_jax.training import train_and_evaluate
+    cfg = tiny_config.get_config("standard", epochs=2)
+    cfg.executor = "compiled"
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        train_and_evaluate(cfg, str(tmp_path / "run"))
+    compiles = [r for r in caplog.records if "Compiling jit(_one_indexed)" in r.getMessage()]
+    assert len(compiles) == 1, [r.getMessage()[:200] for r in compiles]

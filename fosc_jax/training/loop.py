@@ -151,7 +151,9 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
         settings = trainer.settings_for_epoch(epoch, defense_state)
         perm_key = jax.random.fold_in(jax.random.fold_in(state.key, 0x5eed), epoch)
         perm = epoch_permutation(perm_key, ds.x_train.shape[0], trainer.batch_size)
-        state = state.replace(epoch=jnp.int32(epoch))
+        # Placed like the step's outputs: an unplaced scalar is another jit cache key, so
+        # every new program (each curriculum level) would compile twice.
+        state = state.replace(epoch=parallel.replicate(jnp.int32(epoch), mesh))
         first = skip if epoch == start_epoch else 0
         epoch_log, t0 = EpochLog(), time.time()
         bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{config.num_epochs}",
@@ -245,6 +247,7 @@ def _end_epoch(defense, state: TrainState, defense_state: dict, epoch: int,
     new = defense.end_epoch(defense_state, epoch, probe)
     if new is defense_state:
         return state
-    return state.replace(defense_state=jax.tree_util.tree_map(jnp.asarray, new))
+    new = jax.tree_util.tree_map(jnp.asarray, new)
+    return state.replace(defense_state=parallel.replicate(new, mesh))  # as the epoch above
 
 
