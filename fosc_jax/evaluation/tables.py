@@ -142,17 +142,19 @@ def _jsonable(obj: Any) -> Any:
 def write_results(out_dir: str | os.PathLike, records: Sequence[Mapping]) -> dict[str, str]:
     """Write results.json ({"runs": [...]}), results.csv and results.md into ``out_dir``.
 
-    Per-example arrays (a record's "per_example") are not written.
+    Each file is replaced atomically (temporary file, fsync, rename), all three texts are
+    built before any is written and results.json, the one read back, goes last: a crash or
+    a full disk leaves the previous files, never a truncated one. Per-example arrays (a
+    record's "per_example") are not written.
     """
+    from fosc_jax.rundir.integrity import atomic_write_text
+    runs = [{k: v for k, v in r.items() if k != "per_example"} for r in records]
+    texts = {"csv": csv_table(records), "md": markdown_table(records),
+             "json": json.dumps({"runs": _jsonable(runs)}, indent=2)}
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"results.{ext}") for ext in ("json", "csv", "md")}
-    with open(paths["json"], "w") as f:
-        runs = [{k: v for k, v in r.items() if k != "per_example"} for r in records]
-        json.dump({"runs": _jsonable(runs)}, f, indent=2)
-    with open(paths["csv"], "w") as f:
-        f.write(csv_table(records))
-    with open(paths["md"], "w") as f:
-        f.write(markdown_table(records))
+    for ext in ("csv", "md", "json"):
+        atomic_write_text(paths[ext], texts[ext])
     return paths
 
 
@@ -161,10 +163,16 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "eval", "results.json")
+    from fosc_jax.errors import RunFileError
     with open(path) as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RunFileError(f"{path} is not valid JSON ({err}); rerun evaluate.py to "
+                               "write it again.") from err
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise ValueError(f"{path}: expected an object with a 'runs' list.")
+        raise RunFileError(f"{path}: expected an object with a 'runs' list; rerun "
+                           "evaluate.py to write it again.")
     return data["runs"]
 
 
