@@ -58,7 +58,7 @@ DEFAULT_ATTACKS: tuple[str, ...] = tuple(ATTACKS)
 def accepted_attacks() -> list[tuple[str, str]]:
     """(name, label) of every attack evaluation accepts, the suite's then AutoAttack's: the
     one list the errors and the CLIs' --help print."""
-    from fosc_jax.autoattack.runner import LABELS, NAMES
+    from fosc_jax.autoattack.names import LABELS, NAMES
     return [(n, s.label) for n, s in ATTACKS.items()] + [(n, LABELS[n]) for n in NAMES]
 
 
@@ -70,7 +70,7 @@ def unknown_attack(name: str) -> ValueError:
 
 def canonical_attack(name: str) -> str:
     """Any accepted spelling ("PGD-10", "cw-inf", "APGD_T", "aa") -> the attack's name."""
-    from fosc_jax.autoattack.runner import canonical_name
+    from fosc_jax.autoattack.names import canonical_name
     return canonical_name(name) or attack_spec(name).name
 
 
