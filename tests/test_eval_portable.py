@@ -343,3 +343,18 @@ def test_report_refuses_to_write_into_a_folder_that_is_not_a_run(tmp_path, capsy
     folder.mkdir()
     err = _one_line_error(capsys, cli.main, ["--workdir", str(folder), "--no-attack"])
     assert "is not a run directory" in err and os.listdir(folder) == []
+
+
+def test_report_draws_figure1_of_a_moved_run_with_data_or_says_what_to_pass(trained,
+                                                                            monkeypatch):
+    from fosc_jax.reporting import cli
+    monkeypatch.delenv("FOSC_JAX_MNIST_DIR", raising=False)
+    out = str(trained.tmp / "report_without_data")
+    cli.main(["--workdir", trained.export, "--out", out, "--num-examples", "8", "--quiet"])
+    index = open(os.path.join(out, "index.md")).read()
+    assert not any(f.startswith("fig1a_") for f in os.listdir(out))
+    assert "FOSC_JAX_MNIST_DIR" in index  # Figure 1 skipped, saying what to pass
+    out = str(trained.tmp / "report_with_data")
+    made = cli.main(["--workdir", trained.export, "--out", out, "--num-examples", "8",
+                     "--quiet", "--data", trained.data])
+    assert any(os.path.basename(p).startswith("fig1a_") for p in made)
