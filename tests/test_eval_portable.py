@@ -273,6 +273,11 @@ def test_export_writes_variables_last(trained, monkeypatch):
         rundir.export_classifier(trained.run, out)
     assert not rundir.export_complete(out)
     assert sorted(os.listdir(out)) == [rundir.CONFIG_FILE, "model.json"]
+    again = str(trained.tmp / "export_again")  # over a finished export: unfinished again
+    shutil.copytree(trained.export, again)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.export_classifier(trained.run, again)
+    assert not rundir.export_complete(again)
 
 
 # ------------------------------------------------------------------ bad input: one line

@@ -33,6 +33,8 @@ def export_classifier(workdir: str, out_dir: str, step: Optional[int] = None) ->
     clf = load_classifier(workdir, step)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(clf.variables), sep="/")
     os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, EXPORT_FILE)):  # unfinished until the new one lands
+        os.remove(os.path.join(out_dir, EXPORT_FILE))
     integrity.atomic_write_text(os.path.join(out_dir, CONFIG_FILE),
                                 portable_config(clf.config).to_json(indent=2))
     integrity.atomic_write_text(os.path.join(out_dir, EXPORT_META),
