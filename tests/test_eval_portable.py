@@ -363,3 +363,33 @@ def test_report_draws_figure1_of_a_moved_run_with_data_or_says_what_to_pass(trai
     made = cli.main(["--workdir", trained.export, "--out", out, "--num-examples", "8",
                      "--quiet", "--data", trained.data])
     assert any(os.path.basename(p).startswith("fig1a_") for p in made)
+
+
+def test_autoattack_and_honesty_passes_are_resumed_with_the_same_record(tmp_path):
+    """Every kind of saved attack (a suite attack, an AutoAttack name with its cascade
+    report, the restart and large-eps passes) comes back equal from its partial record."""
+    import flax.linen as nn
+    import jax
+    from fosc_jax.classifier import Classifier
+    from fosc_jax.evaluation.api import evaluate_classifier
+
+    class Linear(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            return nn.Dense(5)(x.reshape(x.shape[0], -1))
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 4, 4, 1), dtype=np.uint8)
+    y = rng.integers(0, 5, 12).astype(np.int32)
+    clf = Classifier(Linear(), Linear().init(jax.random.key(0), x[:1] / 255.0))
+    kwargs = dict(eps=0.05, attacks=["fgsm", "autoattack"], autoattack_budget="cpu",
+                  batch_size=4, progress=False, resume_dir=str(tmp_path / "partial"))
+    first = evaluate_classifier(clf, x, y, **kwargs)
+    again = evaluate_classifier(clf, x, y, **kwargs)
+    assert first["resumed"] == [] and again["resumed"] == [
+        "fgsm", "autoattack", "pgd10", "pgd10_restart", "large_eps"]
+    for rec in (first, again):
+        rec.pop("resumed")
+        rec["seconds"] = None
+        rec["autoattack"] = json.loads(json.dumps(rec["autoattack"]))  # tuples -> lists
+    assert again == first
