@@ -158,6 +158,10 @@ def check_paths(args: argparse.Namespace) -> None:
         _writable_folder(os.path.join(path, "eval"), f"the results folder of --workdir {path}:")
     if args.out is not None:
         _writable_folder(args.out, "--out")
+    from fosc_jax.evaluation.api import data_location
+    from fosc_jax.rundir.config_file import load_config
+    for path in args.workdir:  # the data can be found (reads config.json only)
+        data_location(path, load_config(path), args.data)
     if args.data and args.data not in ("bundled", "tfds"):
         folder = args.data[len("files:"):] if args.data.startswith("files:") else args.data
         if not os.path.exists(folder):

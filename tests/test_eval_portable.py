@@ -95,8 +95,11 @@ def test_evaluate_a_moved_export_with_the_flag_or_the_variable(trained, capsys, 
     work = str(trained.tmp / "copy_for_eval")
     shutil.copytree(trained.export, work)
     argv = ["--workdir", work, "--attacks", "fgsm", "--no-honesty", "--quiet"]
-    with pytest.raises(SystemExit) as exit_:
-        _evaluate_main()(argv)
+    main = _evaluate_main()
+    import evaluate
+    with monkeypatch.context() as patch, pytest.raises(SystemExit) as exit_:
+        patch.setattr(evaluate, "evaluate_workdirs", lambda *a, **k: pytest.fail("computed"))
+        main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1
     assert "--data DIR" in err[0] and "FOSC_JAX_MNIST_DIR" in err[0]

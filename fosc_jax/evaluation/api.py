@@ -279,19 +279,25 @@ def evaluate_workdirs(workdirs: Sequence[str], *, num_examples: Optional[int] = 
 PARTIAL_DIR = "partial"
 
 
+def data_location(workdir: str, config: Any, data: Optional[str] = None) -> tuple:
+    """(source, data_dir) of a run's data on this machine (``resolve_source``); DataError
+    (one line naming the run and what to pass) when it cannot be told."""
+    from fosc_jax.data.sources import resolve_source
+    from fosc_jax.errors import DataError
+    try:
+        return resolve_source(config_get(config, "data.source"), config_get(config, "data.name"),
+                              config_get(config, "data.data_dir"), data)
+    except ValueError as err:
+        raise DataError(f"{workdir}: {err}") from err
+
+
 def _test_data(workdir: str, config: Any, data: Optional[str], cache: dict) -> Any:
     """The data set a run was trained on, found on this machine (cached by source)."""
     from fosc_jax.data import load_dataset
-    from fosc_jax.data.sources import resolve_source
-    from fosc_jax.errors import DataError, data_errors
+    from fosc_jax.errors import data_errors
 
     name = config_get(config, "data.name")
-    recorded = config_get(config, "data.source")
-    try:
-        source, data_dir = resolve_source(recorded, name, config_get(config, "data.data_dir"),
-                                          data)
-    except ValueError as err:
-        raise DataError(f"{workdir}: {err}") from err
+    source, data_dir = data_location(workdir, config, data)
     key = (source, name, data_dir)
     if key not in cache:
         with data_errors(f"{workdir}: data.source = {source!r} with data.name = {name!r}"):
