@@ -169,7 +169,7 @@ def export_all(runs: Sequence[Run], scale: Scale, out: str, log=print) -> None:
     else (its checkpoints are not committed), so a fresh checkout resumes the reproduction."""
     for run in runs:
         target = model_dir(out, run)
-        if os.path.exists(os.path.join(target, rundir.EXPORT_FILE)):
+        if rundir.export_complete(target):  # an interrupted export is written again
             continue
         total = run_config(run, scale, "bundled").num_epochs
         if epochs_done(run_dir(out, run)) < total:
