@@ -117,6 +117,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return code
 
 
+def _command(args) -> str:
+    """The command that regenerates this output, as RESULTS.md quotes it: the data folder as
+    the environment variable and the output folder as given when relative, so no path of
+    this machine is written."""
+    parts = ["python -m fosc_jax.reproduce", args.experiment, "--scale", args.scale]
+    parts += ["--smoke"] if args.smoke else []
+    parts += ["--data", "bundled" if args.data == "bundled" else '"$FOSC_JAX_MNIST_DIR"']
+    if args.out and not os.path.isabs(args.out):
+        parts += ["--out", args.out]
+    return " ".join(parts)
+
+
 def _check_budget_args(args, out: str) -> Optional[str]:
     """One line saying what is wrong with the budget/archive flags, or None."""
     import math
@@ -171,9 +183,8 @@ def _run_stages(args, argv, stages, runs, scale, source, out, flag) -> int:
         return EXIT_STOPPED
     if "report" in stages:
         from fosc_jax.reproduce import report
-        path = report.write_report(runs, scale, ds, out, command=" ".join(
-            ["python -m fosc_jax.reproduce"] + list(argv if argv is not None else sys.argv[1:])),
-            readme=None if args.smoke else args.readme, log=log)
+        path = report.write_report(runs, scale, ds, out, command=_command(args),
+                                   readme=None if args.smoke else args.readme, log=log)
         log(f"wrote {path}")
     return 0
 

@@ -137,7 +137,7 @@ def _train_runs(runs, scale, source, out, dataset, log, flag, train_and_evaluate
             continue
         record_provenance(out, "train_commit")  # only a stage that trains records its commit
         log(f"[train] {run.name}: {run.defense}, seed {run.seed}, epochs {done + 1}.."
-            f"{config.num_epochs}, {wd}")
+            f"{config.num_epochs}, {os.path.relpath(wd, out)}")
         t0 = time.time()
         if _estimate(runs, scale, out) is None:
             # Measure one epoch first so the estimate comes early (resume continues after).
@@ -176,7 +176,7 @@ def export_all(runs: Sequence[Run], scale: Scale, out: str, log=print) -> None:
             log(f"[export] {run.name}: not finished, skipped")
             continue
         rundir.export_classifier(run_dir(out, run), target)
-        log(f"[export] {run.name} -> {target}")
+        log(f"[export] {run.name} -> {os.path.relpath(target, out)}")
 
 
 def test_subset(ds, n: Optional[int], seed: int = 0):
