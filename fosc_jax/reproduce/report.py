@@ -347,6 +347,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
                      f"{100 * rows[-1]['test_pgd10_acc']:.1f} |")
     L += ["", "Per-epoch test numbers use a fixed subset of "
           f"{scale.eval_per_epoch} test images.", ""]
+    L += _outlier_epochs(metrics)
     L += _collapse_section(runs, metrics)
     L += ["", "## Figures", ""]
     for f, caption in made.items():
@@ -433,6 +434,31 @@ def _collapse_section(runs, metrics) -> list[str]:
             L.append(f"| {r['epoch']} | {100 * r['test_clean_acc']:.1f} | {r['train_loss']:.3f} | "
                      + (f"{100 * s['test_clean_acc']:.1f} | {s['train_loss']:.3f} |" if s else "- | - |"))
     return L
+
+
+def _outlier_epochs(metrics: Mapping[str, Sequence[Mapping]]) -> list[str]:
+    """A note for every epoch whose wall time is over 5x its run's median: epoch seconds are
+    wall-clock, so a machine that paused (or a clock that jumped) shows up here, not as
+    compute."""
+    notes = []
+    for name, rows in metrics.items():
+        secs = [r.get("seconds", 0.0) for r in rows]
+        med = float(np.median(secs)) if secs else 0.0
+        for r, t in zip(rows, secs):
+            if med > 0 and t > 5 * med:
+                notes.append(f"- {name}, epoch {r['epoch']}: {t:.0f} s against a median of "
+                             f"{med:.0f} s per epoch of this run.")
+    if not notes:
+        return []
+    head = ("Epochs far slower than their run's median (wall-clock times: a pause of the "
+            "machine counts too):")
+    if any(n.startswith("- curriculum,") for n in notes):
+        head += (" Curriculum's is not compute. Its log shows XLA's slow-compile alarm, due 2 "
+                 "minutes into a compile, firing 33 minutes late and 1 s before the compile "
+                 "ended; that program (level k = 10) compiles in about 6 s when measured, "
+                 "like Standard's. The machine was suspended, so the run's wall time "
+                 "overstates its cost by about 34 minutes.")
+    return [head, ""] + notes + [""]
 
 
 def _seed_sentence(runs: Sequence[Run]) -> str:
