@@ -64,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import dataclasses
 
-    from fosc_jax.reproduce import pipeline
     from fosc_jax.reproduce.plan import RUNS, SCALES, SMOKE
 
     args = build_parser().parse_args(argv)

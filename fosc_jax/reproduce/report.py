@@ -14,8 +14,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from fosc_jax import rundir
-from fosc_jax.reporting import figures
-from fosc_jax.reproduce import pipeline, section3, seeds, stats
+from fosc_jax.reproduce import claims, pipeline, section3, seeds, stats
+from fosc_jax.reproduce.figures import draw_figures
 from fosc_jax.reproduce.plan import PAPER_EPOCHS, PAPER_LR_DROPS, PAPER_T_PRIME, Run, Scale, run_config
 
 ATTACKS = (("fgsm", "FGSM"), ("pgd10", "PGD-10"), ("pgd20", "PGD-20"), ("cw", "CW-inf"))
@@ -87,107 +87,6 @@ def _commits(prov: Mapping, key: str) -> str:
 
 def _seconds(rows: Sequence[Mapping]) -> float:
     return float(sum(r.get("seconds", 0.0) for r in rows))
-
-
-def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: str) -> str:
-    """FOSC densities of several runs at a few epochs on one axis (colour: run, style: epoch)."""
-    import matplotlib.pyplot as plt
-
-    from fosc_jax.reporting.report import reflected_kde
-    values = np.concatenate([v for per in samples.values() for v in per.values()])
-    hi = float(np.percentile(values, 99)) if values.size else 1.0
-    grid = np.linspace(0.0, max(hi, 1e-3), 400)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    styles = (":", "--", "-")
-    for j, (run, per) in enumerate(samples.items()):
-        for i, (epoch, v) in enumerate(sorted(per.items())):
-            v = v[np.isfinite(v)]
-            ax.plot(grid, reflected_kde(np.maximum(v, 0.0), grid), styles[i % 3],
-                    color=f"C{j}", label=f"{run}, epoch {epoch}")
-    ax.set_xlabel("FOSC of the training adversarial examples")
-    ax.set_ylabel("density")
-    ax.set_xlim(0, grid[-1])
-    ax.set_title("FOSC density during training (Figures 3/5 of the paper)")
-    ax.legend(fontsize="small")
-    return figures._save(fig, path)
-
-
-def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mapping,
-                 log=print) -> dict[str, str]:
-    """Every figure of the reproduction into OUT/figures; returns {file name: caption}."""
-    from fosc_jax.reporting import report as rep
-    fig_dir = os.path.join(out, "figures")
-    made: dict[str, str] = {}
-    by_name = {r.name: r for r in runs}
-    x, y, _ = pipeline.test_subset(ds, scale.figure_images, seed=2)
-    for name in ("dynamic_s0", "standard_s0"):
-        if name not in by_name or not os.path.exists(
-                os.path.join(pipeline.model_dir(out, by_name[name]), rundir.EXPORT_FILE)):
-            continue
-        clf = rundir.load_classifier(pipeline.model_dir(out, by_name[name]))
-        eps = float(clf.config.attack.eps)
-        data = rep.fosc_accuracy_data(clf, x, y, eps=eps, batch_size=500, progress=False)
-        hi = 0.1
-        bins = rep.fosc_bins(data["fosc"], data["correct"], data["loss"], hi=hi)
-        note = ""
-        if bins["outside"] > len(y) / 2:
-            hi = float(np.nanpercentile(data["fosc"], 99))
-            bins = rep.fosc_bins(data["fosc"], data["correct"], data["loss"], hi=hi)
-            note = f" Range widened from the paper's [0, 0.1] to [0, {hi:.3g}] (99th percentile)."
-        f = f"fig1a_{name}.png"
-        figures.plot_fosc_bins(bins, os.path.join(fig_dir, f),
-                               title=f"{name}: PGD-10 test examples, n={len(y)}, bins over "
-                                     f"[0, {hi:.3g}]")
-        made[f] = (f"Figure 1a ({name}): accuracy and mean loss of {len(y)} PGD-10 test "
-                   f"examples (eps {eps:g}) in 20 FOSC bins; {bins['outside']} fall outside."
-                   + note)
-        tr = rep.fosc_trace_data(clf, x, y, eps=eps)
-        f = f"fig1b_{name}.png"
-        figures.plot_fosc_traces(tr["fosc_trace"], tr["loss_trace"], os.path.join(fig_dir, f),
-                                 title=f"{name}: 20 random test examples, PGD-10")
-        made[f] = f"Figure 1b ({name}): FOSC and loss against the PGD step, 20 test examples."
-
-    dens = {}
-    for name in ("standard_s0", "dynamic_s0"):
-        if name not in by_name:
-            continue
-        wd = pipeline.run_dir(out, by_name[name])
-        epochs = rep.fosc_epochs(wd) if os.path.isdir(wd) else []
-        if epochs:
-            pick = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
-            dens[name] = {e: rep.load_fosc_sample(wd, e)["fosc"] for e in pick}
-    if dens:
-        f = "fosc_density.png"
-        plot_density_overlay(dens, os.path.join(fig_dir, f))
-        made[f] = ("FOSC densities of the training adversarial examples, Standard and Dynamic "
-                   "overlaid (first, middle and last epoch; KDE reflected at 0).")
-
-    sweeps = {name: [(p["eps"], p["accuracy"]) for p in rec.get("eps_sweep", [])]
-              for name, rec in records.items() if by_name[name].role == "defense"}
-    if any(sweeps.values()):
-        f = "eps_sweep.png"
-        figures.plot_eps_sweep(sweeps, os.path.join(fig_dir, f))
-        n = next(iter(records.values())).get("eps_sweep_n")
-        made[f] = f"Figure 4a: PGD-10 accuracy against the test eps (trained at 0.3), n={n}."
-
-    started = [r for r in runs if pipeline.epochs_done(pipeline.run_dir(out, r))]
-    curves = {r.name: rep.read_metrics(pipeline.run_dir(out, r)) for r in started
-              if r.role == "defense" and r.name.endswith(("s0", "unsecured", "curriculum"))}
-    f = "training_curves.png"
-    figures.plot_training_curves(curves, os.path.join(fig_dir, f))
-    made[f] = "Training curves of the seed-0 runs (per-epoch test numbers on a 500-image subset)."
-    demo = [r for r in started if r.role == "demo"]
-    if demo and "standard_s0" in by_name:
-        rows = rep.read_metrics(pipeline.run_dir(out, demo[0]))
-        std = rep.read_metrics(pipeline.run_dir(out, by_name["standard_s0"]))
-        f = "collapse.png"
-        figures.plot_training_curves({"attack BN train mode (no remedy)": rows,
-                                      "attack BN inference mode (remedy)": std[:len(rows)]},
-                                     os.path.join(fig_dir, f))
-        made[f] = ("The eps 0.3 collapse: Standard AT with train-mode BatchNorm in the attack "
-                   "against the remedy, same seed and data, first epochs.")
-    log(f"[report] {len(made)} figures in {fig_dir}")
-    return made
 
 
 def _white_rows(runs, records) -> list[str]:
@@ -331,7 +230,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
     summary = seeds.summary_line(comparisons)
     if summary:
         L += ["", f"**Verdict.** {summary}"]
-    L += _section3_lines(all_runs, s3_runs, scale, out, records, s3_records, comparisons)
+    L += claims.section3_lines(all_runs, s3_runs, scale, out, records, s3_records, comparisons)
     L += ["", "## Honesty checks", ""]
     for name, rec in records.items():
         warns = (rec.get("honesty") or {}).get("warnings") or []
@@ -469,100 +368,6 @@ def _seed_sentence(runs: Sequence[Run]) -> str:
     parts = [f"{LABELS.get(d, d)} {', '.join(map(str, v))}" for d, v in by.items()]
     sur = [r.seed for r in runs if r.role == "surrogate"]
     return "; ".join(parts) + (f"; surrogate {sur[0]}" if sur else "")
-
-
-def _section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
-                    comparisons) -> list[str]:
-    """Section 3 (Figures 2 and 3), the FOSC-vs-loss claim and the claims table."""
-    L = ["", "## Section 3: convergence quality against robustness", ""]
-    if not s3_records:
-        return L + ["Not evaluated yet (stage `section3`, after the Section 3 runs are trained)."]
-    std_sd = next((c for c in comparisons if c.label == "PGD-20"), None)
-    sd = (stats.mean_sd(std_sd.standard)[1] if std_sd is not None and len(std_sd.standard) > 1
-          else None)
-    L += [f"Scale: the first {scale.s3_train_images or 60000:,} training images, "
-          f"{scale.s3_epochs} epochs (lr / 10 at the same fractions as the paper), one seed "
-          f"(0) per model; tested on a seeded subset of {scale.s3_test_images or 10000:,} test "
-          "images (PGD-20 with step eps/4 is the paper's evaluation, shared by every model). "
-          "One seed per model: a difference between two of these models is only called when "
-          "it exceeds 2.77 x the seed SD of Standard measured above (the 95% half-width of a "
-          "difference of two single-seed runs)"
-          + (f", i.e. {2.77 * sd:.1f} points." if sd is not None else "."), ""]
-    L += section3.section3_lines(s3_runs, scale, out, s3_records)
-    points = section3.claim_points(all_runs, out, records, s3_records)
-    rows, answer = section3.claim_rows(points)
-    L += ["", "### Does the last epoch's FOSC predict final robustness better than the loss?", "",
-          "Every run with a training attack, FOSC samples and a final PGD-20 number "
-          f"({len(points)} runs: the seed runs on the full test set, the Section 3 runs on their "
-          "subset; Unsecured and the collapsed demo have no meaningful FOSC). Features of the "
-          "last epoch's sample of 2,000 training adversarial examples, each at the iterate "
-          "where its attack stopped.", ""] + rows
-    if answer:
-        L += ["", f"**Answer.** {answer}"]
-    L += ["", "### The paper's claims at this scale", "",
-          "| claim | paper | ours | holds at this scale? |", "|---|---|---|---|"]
-    L += _claims_table(s3_runs, s3_records, comparisons, points, sd)
-    return L
-
-
-def _pgd20(records, name) -> Optional[float]:
-    rec = records.get(name)
-    return None if rec is None else 100.0 * rec["attacks"]["pgd20"]["accuracy"]
-
-
-def _called(gap: float, sd: Optional[float]) -> Optional[bool]:
-    """Is a difference between two single-seed runs beyond seed noise? (None: unknown)"""
-    return None if sd is None else abs(gap) > 2.77 * sd
-
-
-def _claims_table(s3_runs, s3, comparisons, points, sd) -> list[str]:
-    rows = []
-    c = next((c for c in comparisons if c.label == "PGD-20"), None)
-    if c is not None and c.difference is not None:
-        d = c.difference
-        rows.append(f"| Dynamic AT is more robust than Standard AT (PGD-20) | +0.65 (91.27 vs "
-                    f"90.62, one run each) | {d.estimate:+.2f} [{d.low:+.2f}, {d.high:+.2f}] over "
-                    f"{c.n} | {c.verdict()} |")
-    for sweep, paper, label in (
-            ("step_size", "step eps converges worst and is least robust; eps/4 and eps/8 best",
-             "PGD-20 of models trained with step eps, eps/2, eps/4, eps/8"),
-            ("num_steps", "more steps converge better and are more robust, with diminishing "
-             "returns", "PGD-20 of models trained with 10, 20, 30, 40 steps of eps/6")):
-        rs = [r for r in s3_runs if r.sweep == sweep and r.name in s3]
-        if len(rs) < 2:
-            continue
-        vals = [_pgd20(s3, r.name) for r in rs]
-        spread = max(vals) - min(vals)
-        called = _called(spread, sd)
-        best = rs[int(np.argmax(vals))]
-        holds = ("not resolved: the models differ by less than seed noise" if called is False
-                 else "unknown (no seed SD)" if called is None else
-                 ("yes" if (sweep == "step_size" and (best.step_fraction or 0.25) <= 0.25) or
-                  (sweep == "num_steps" and (best.steps or 10) >= 30) else "no")
-                 + f": best {best.name}")
-        rows.append(f"| {label} | {paper} | {', '.join(f'{v:.1f}' for v in vals)} | {holds} |")
-    fp = [r for r in s3_runs if r.sweep == "fgsm" and r.name in s3]
-    if len(fp) == 2:
-        pgd, fgsm = (_pgd20(s3, n) for n in ("s3_pgd", "s3_fgsm_pgd"))
-        gap = fgsm - pgd
-        called = _called(gap, sd)
-        holds = ("yes" if gap >= 0 or called is False else "no") if called is not None else "unknown"
-        rows.append(f"| FGSM in early epochs, PGD later, is as robust as PGD throughout "
-                    f"(Figure 3) | comparable or better | FGSM-then-PGD {fgsm:.1f} vs PGD {pgd:.1f} "
-                    f"({gap:+.1f}) | {holds}"
-                    + (" (within seed noise)" if called is False else "") + " |")
-    if len(points) >= 4 and np.ptp([p.pgd20 for p in points]) > 0:
-        r = stats.spearman([p.fosc_mean for p in points], [p.pgd20 for p in points])
-        rl = stats.spearman([p.loss_mean for p in points], [p.pgd20 for p in points])
-        adv = section3.bootstrap_rank_advantage([p.fosc_mean for p in points],
-                                                [p.loss_mean for p in points],
-                                                [p.pgd20 for p in points])
-        holds = stats.verdict(adv, null=0.0, above="yes", below="no",
-                              n=f"{len(points)} runs")
-        rows.append(f"| Final FOSC tracks robustness; the loss does not (Figure 2) | lower FOSC, "
-                    f"more robust; loss not consistent | rho(FOSC mean, PGD-20) {r.rho:+.2f}, "
-                    f"rho(loss mean, PGD-20) {rl.rho:+.2f}, n = {r.n} | {holds} |")
-    return rows
 
 
 def _discussion(runs, records, scale) -> list[str]:
