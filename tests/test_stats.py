@@ -26,21 +26,17 @@ def test_welch_interval_hand_worked_equal_variances():
     assert (iv.estimate, iv.low, iv.high) == pytest.approx((-10.0, -10 - half, -10 + half))
 
 
-def test_sd_ratio_interval_covers_the_truth_95_percent_of_the_time():
+@pytest.mark.parametrize("interval, truth, sds", [
+    (stats.sd_ratio, 2.0, (2.0, 1.0)),                   # sd(x) / sd(y) = 2
+    (stats.welch_difference, 3.0, (1.0, 4.0)),           # mean(x) - mean(y) = 3, unequal sds
+])
+def test_interval_covers_the_truth_95_percent_of_the_time(interval, truth, sds):
     rng = np.random.default_rng(0)
     hits, trials = 0, 4000
+    mean_x = 3.0 if interval is stats.welch_difference else 0.0
     for _ in range(trials):
-        iv = stats.sd_ratio(rng.normal(0, 2.0, 5), rng.normal(0, 1.0, 5))
-        hits += iv.low <= 2.0 <= iv.high
-    assert abs(hits / trials - 0.95) < 0.015
-
-
-def test_welch_interval_covers_the_truth_95_percent_of_the_time():
-    rng = np.random.default_rng(1)
-    hits, trials = 0, 4000
-    for _ in range(trials):
-        iv = stats.welch_difference(rng.normal(3.0, 1.0, 5), rng.normal(0.0, 4.0, 5))
-        hits += iv.low <= 3.0 <= iv.high
+        iv = interval(rng.normal(mean_x, sds[0], 5), rng.normal(0.0, sds[1], 5))
+        hits += iv.low <= truth <= iv.high
     assert abs(hits / trials - 0.95) < 0.02
 
 
