@@ -66,8 +66,8 @@ def _parse_metrics(path: str, text: str) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise RunFileError(f"{path}:{i}: not JSON ({err}); expected one JSON object per "
-                               "line as train.py writes them.") from err
+            raise RunFileError(f"{path}:{i}: not JSON ({err}); fix or delete row {i} (train.py "
+                               "writes one JSON object per line).") from err
         if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
             raise RunFileError(f"{path}:{i}: the row has no integer 'epoch' key; expected one "
                                "JSON object per line as train.py writes them.")
