@@ -23,7 +23,7 @@ def describe(workdir: str) -> list[str]:
     """What of a run's history ``workdir`` holds, e.g. ['3 metrics.jsonl rows', ...] ([] if
     none). Reads metrics.jsonl, so a garbled row raises RunFileError here, before compute."""
     found = []
-    rows = metrics.read_metrics(workdir) if os.path.isdir(workdir) else []
+    rows = metrics.resumable_rows(workdir) if os.path.isdir(workdir) else []
     if rows:
         found.append(f"{len(rows)} {metrics.METRICS_FILE} rows")
     samples = metrics.fosc_epochs(workdir)
