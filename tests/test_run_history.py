@@ -184,6 +184,16 @@ def test_resume_cleans_stale_temp_files_and_tensorboard_shows_each_epoch_once(tr
     assert len([n for n in os.listdir(workdir) if n.startswith("events.out.tfevents")]) == 2
 
 
+def test_per_epoch_test_shows_progress_unless_quiet(trained, tmp_path, capfd):
+    workdir = _copy(trained, tmp_path)
+    capfd.readouterr()
+    _train(workdir, _config(num_epochs=3, quiet=False))
+    err = capfd.readouterr().err
+    assert "clean" in err and "PGD-10 eps=0.3" in err  # the test's batches, epoch 3
+    _train(workdir, _config(num_epochs=4, quiet=True))
+    assert "PGD-10" not in capfd.readouterr().err
+
+
 # ----------------------------------------------------- bad input: one line, nothing made
 
 
