@@ -35,8 +35,9 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict, *,
     options = ocp.CheckpointManagerOptions(max_to_keep=int(config.checkpoint_keep),
                                            create=not read_only, read_only=read_only,
                                            enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-                                 options=options)
+    with _quiet_absl():  # it reads each step's metadata: a damaged one is ours to report
+        return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
+                                     options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -205,7 +206,8 @@ def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: Any, *,
         if not bad:
             break
         time.sleep(0.2)  # let a rotation in progress finish deleting
-        manager.reload()
+        with _quiet_absl():
+            manager.reload()
         if sorted(manager.all_steps()) == listed:
             break  # nothing rotated: the failures are real
     for step, err in bad:
@@ -222,7 +224,8 @@ def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: Any, *,
                 say(f"moved checkpoint step {step} to {dest}")
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("fosc_jax:quarantined")
-        manager.reload()
+        with _quiet_absl():
+            manager.reload()
     if good is None and any(not err.empty for _, err in bad):
         where = (f"moved to {os.path.basename(quarantine)}/" if quarantine is not None
                  else "see the warnings")
