@@ -22,6 +22,10 @@ BN_MODES = ("train", "eval")
 DTYPES = ("float32", "bfloat16")
 # How training steps run (fosc_jax.training.executors); the numbers never depend on it.
 EXECUTORS = ("auto", "compiled", "host", "host_compact")
+# Most attack steps per training step. The step's attack is unrolled at trace time (every
+# executor; host_compact/early exit only chunk it), so tracing time and compile memory grow
+# with it: 100000 steps traced for 10+ minutes at 5 GB. The paper uses 10-40.
+MAX_ATTACK_STEPS = 1000
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -175,6 +179,15 @@ def _fail(field: str, value: Any, expected: str) -> None:
     raise ConfigError(f"config.{field} = {value!r} is invalid: {expected}.")
 
 
+def _lr_drops(drops: Any) -> None:
+    """optim.lr_drop_epochs: a sequence of epochs >= 1 (the lr drops before that epoch)."""
+    ok = isinstance(drops, (list, tuple)) and all(
+        isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in drops)
+    if not ok:
+        _fail("optim.lr_drop_epochs", drops, "must be a tuple of integer epochs >= 1, e.g. "
+              "(20, 40), or () for no drop")
+
+
 def _one_of(config: ml_collections.ConfigDict, field: str, choices) -> None:
     value = config_get(config, field)
     if value not in choices:
@@ -217,10 +230,17 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
     if not (isinstance(config.attack.eps, (int, float)) and 0 < config.attack.eps <= 1):
         _fail("attack.eps", config.attack.eps, "must be > 0 and <= 1 (pixels lie in [0, 1]; e.g. "
               "0.3 for MNIST, 8/255 for CIFAR-10)")
-    if config.attack.step_size is not None and not config.attack.step_size > 0:
-        _fail("attack.step_size", config.attack.step_size, "must be > 0, or None for eps/4")
-    if int(config.attack.num_steps) < 1:
-        _fail("attack.num_steps", config.attack.num_steps, "must be >= 1")
+    step_size = config.attack.step_size
+    if step_size is not None and not (isinstance(step_size, (int, float))
+                                      and 0 < step_size < math.inf):
+        _fail("attack.step_size", step_size, "must be a finite number > 0, or None for eps/4")
+    steps = config.attack.num_steps
+    if not (isinstance(steps, int) and not isinstance(steps, bool)
+            and 1 <= steps <= MAX_ATTACK_STEPS):
+        _fail("attack.num_steps", steps, f"must be an integer in [1, {MAX_ATTACK_STEPS}]: the "
+              "training attack is unrolled into the compiled step, so compile time and memory "
+              "grow with it (the paper uses 10-40)")
+    _lr_drops(config.optim.lr_drop_epochs)
     if int(config.num_epochs) < 1:
         _fail("num_epochs", config.num_epochs, "must be >= 1")
     if config.defense.c_max < 0:

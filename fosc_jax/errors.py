@@ -43,6 +43,11 @@ class CheckpointError(UserError, RuntimeError):
     """No usable checkpoint: every candidate is missing, corrupt or incomplete."""
 
 
+class RunHistoryError(UserError, RuntimeError):
+    """The workdir holds a run's history but nothing to resume it from; a fresh start there
+    needs ``--restart`` (which moves the old run aside)."""
+
+
 class WorkdirLockedError(UserError, RuntimeError):
     """Another live process is training in the same workdir."""
 

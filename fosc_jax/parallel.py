@@ -50,6 +50,27 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize(**kwargs)
 
 
+def check_same_launch(config_json: str, workdir: str) -> None:
+    """Every process of a multi-process launch must train the same config in the same
+    workdir: compare SHA-256 digests of both with process 0's (one small all-gather, the
+    first collective of a run, so a mismatch fails at once instead of hanging in a later
+    one); UserError naming the processes that differ. A no-op for a single process."""
+    if jax.process_count() == 1:
+        return
+    import hashlib
+    from jax.experimental import multihost_utils
+    from fosc_jax.errors import UserError
+    mine = np.frombuffer(hashlib.sha256(config_json.encode()).digest()
+                         + hashlib.sha256(os.path.normpath(workdir).encode()).digest(), np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), 64)
+    for what, cols in (("config", slice(0, 32)), ("workdir", slice(32, 64))):
+        odd = [i for i in range(len(every)) if (every[i, cols] != every[0, cols]).any()]
+        if odd:
+            raise UserError(f"multi-process launch: process(es) {odd} got another {what} than "
+                            f"process 0 (this is process {jax.process_index()}); start every "
+                            "process with the same --config, overrides and --workdir.")
+
+
 def is_primary() -> bool:
     """True on the process that writes files (process 0; the only one when single-process)."""
     return jax.process_index() == 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from fosc_jax.errors import ConfigError
+
 # Fields counted in epochs, scaled with num_epochs.
 SCALED_FIELDS: tuple[str, ...] = ("optim.lr_drop_epochs", "defense.t_prime",
                                   "defense.fgsm_epochs", "defense.curriculum_patience")
@@ -20,7 +22,8 @@ def scale_schedule(config: ml_collections.ConfigDict,
     lr drops stay in [1, num_epochs], T' and the patience in [1, num_epochs], the FGSM
     epochs in [0, num_epochs]."""
     if int(num_epochs) < 1:
-        raise ValueError(f"--epochs = {num_epochs} is invalid: must be >= 1.")
+        raise ConfigError(f"--epochs = {num_epochs} is invalid: must be >= 1 (the number of "
+                          "epochs to run, e.g. --epochs 2).")
     old, new = int(config.num_epochs), int(num_epochs)
     ratio = new / old
 

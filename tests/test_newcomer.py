@@ -46,6 +46,7 @@ def test_headline_command_without_data_says_how_and_leaves_nothing(tmp_path):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    assert len(lines[0]) < 300 + len(str(home))  # short: the fix, not a manual
     for needed in ("cifar10 is not prepared", "download_and_prepare", "files:DIR",
                    "data_batch_1", ".npz", "bundled"):
         assert needed in lines[0], needed

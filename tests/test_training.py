@@ -198,6 +198,8 @@ def test_train_cli_runs_and_resumes(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch 1: loss" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == (f"fosc_jax: done, results in {tmp_path}; next: "
+                                            f"python evaluate.py --workdir {tmp_path}")
     proc = subprocess.run(cmd + ["--config.num_epochs=2", "--config.defense.t_prime=2"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode != 0 and "different config" in proc.stderr  # T' changed

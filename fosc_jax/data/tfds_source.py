@@ -17,12 +17,9 @@ from typing import Any, Optional
 import numpy as np
 
 TFDS_NAMES: tuple[str, ...] = ("mnist", "cifar10")
-LOCAL_SOURCES_HELP = (
-    "or train from local files with --config.data.source=files:DIR, DIR holding the CIFAR-10 "
-    "binary release (data_batch_1..5.bin + test_batch.bin, or their cifar-10-batches-bin "
-    "folder), the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...) or one .npz with "
-    "x_train, y_train, x_test, y_test; or --config.data.source=bundled for the 2,000-image "
-    "MNIST subset shipped with the package (data.name=mnist)"
+LOCAL_SOURCES_HELP = (  # short: it ends one-line errors (details in docs/usage.md, Data)
+    "or use --config.data.source=files:DIR (CIFAR-10 data_batch_1.bin..., MNIST IDX files or "
+    "an .npz) or =bundled (an MNIST subset)"
 )
 
 
@@ -47,12 +44,9 @@ def prepared_versions(name: str, data_dir: Optional[str] = None) -> list[str]:
 def not_prepared_message(name: str, data_dir: Optional[str] = None) -> str:
     """One line: what is missing, how to prepare it, and the local alternatives."""
     folder = tfds_data_dir(data_dir)
-    return (f"tfds source: {name} is not prepared in {folder} (runs never download). Prepare it "
-            f"once with network: pip install tensorflow-datasets tensorflow importlib_resources "
-            f"&& python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', "
-            f"file_format='array_record'{', data_dir=' + repr(data_dir) if data_dir else ''})"
-            f".download_and_prepare()\" "
-            f"(or point --config.data.data_dir at a prepared folder); {LOCAL_SOURCES_HELP}.")
+    return (f"tfds source: {name} is not prepared in {folder} (runs never download): prepare "
+            f"it once with tfds' download_and_prepare (command in docs/usage.md), "
+            f"{LOCAL_SOURCES_HELP}.")
 
 
 def require_prepared(name: str, data_dir: Optional[str] = None) -> None:

@@ -5,7 +5,8 @@
 - :mod:`.checkpoints`: Orbax checkpoints of the training state, verified on restore;
 - :mod:`.export`: the trained model, read back (``load_classifier``) or exported;
 - :mod:`.lock`: one training per workdir; :mod:`.tensorboard`: event files;
-- :mod:`.integrity`: checksums and atomic writes the others use.
+- :mod:`.integrity`: checksums and atomic writes the others use;
+- :mod:`.history`: what a workdir already holds, moving a run aside, stale temporary files.
 
 The names below are the ones readers of a run need.
 """

@@ -35,8 +35,9 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict, *,
     options = ocp.CheckpointManagerOptions(max_to_keep=int(config.checkpoint_keep),
                                            create=not read_only, read_only=read_only,
                                            enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-                                 options=options)
+    with _quiet_absl():  # it reads each step's metadata: a damaged one is ours to report
+        return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
+                                     options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -62,7 +63,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
 def _step_files(folder: str) -> list[str]:
     return sorted(os.path.relpath(os.path.join(root, f), folder)
                   for root, _, files in os.walk(folder) for f in files
-                  if f != FILES_MANIFEST and not f.startswith(".tmp_"))
+                  if f != FILES_MANIFEST and not f.startswith(integrity.TEMP_PREFIX))
 
 
 def _write_file_manifest(folder: str) -> None:
@@ -96,9 +97,11 @@ def _check_file_manifest(folder: str) -> None:
 
 @contextlib.contextmanager
 def _quiet_absl():
+    """Silence Orbax's absl lines, ERROR included, while reading a candidate that may be
+    damaged: the failure is expected there and reported as one warning of ours."""
     from absl import logging as absl_logging
     level = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.FATAL)
     try:
         yield
     finally:
@@ -170,10 +173,14 @@ def saved_tree(folder: str) -> Any:
 
 def _read(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
     try:
-        return manager.restore(step, args=ocp.args.StandardRestore(target))
+        with _quiet_absl():
+            return manager.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as err:  # noqa: BLE001 - TensorStore/OCDBT/JSON errors of a damaged file
         raise _Unusable(f"it cannot be read ({type(err).__name__}: "
                         f"{' '.join(str(err).split())[:200]})") from None
+
+
+RESCANS = 3  # times a reader re-lists the steps when they changed while it read them
 
 
 def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: Any, *,
@@ -182,24 +189,30 @@ def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: Any, *,
     """(state, step) of the newest checkpoint that verifies, or (None, None) if there is none.
 
     Newer steps that fail (checksum mismatch, unreadable file, empty or incomplete folder) are
-    reported through ``say`` and skipped. With ``quarantine`` (a folder; training passes
-    WORKDIR/corrupt_checkpoints) they are moved there, on process 0, so the resumed run can
-    save those steps again. If steps exist but every one holding data is corrupt,
-    CheckpointError: starting afresh would silently discard the run.
+    reported through ``say`` and skipped. A failure while a training rotates its checkpoints
+    (it finalises a new step, then deletes the oldest, so a reader that listed the steps
+    before may read one being deleted) is no corruption: if the steps on disk changed during
+    the scan, it is repeated on the new listing. With ``quarantine`` (a folder; training
+    passes WORKDIR/corrupt_checkpoints) failed steps are moved there, on process 0, so the
+    resumed run can save those steps again. If steps exist but every one holding data is
+    corrupt, CheckpointError: starting afresh would silently discard the run.
     """
     import jax
     from jax.experimental import multihost_utils
 
-    bad: list[tuple[int, _Unusable]] = []
-    state, good = None, None
-    for step in sorted(manager.all_steps(), reverse=True):
-        try:
-            state, good = _restore_verified(manager, step, abstract_state), step
+    for _ in range(RESCANS):
+        listed = sorted(manager.all_steps())
+        state, good, bad = _scan(manager, abstract_state, listed)
+        if not bad:
             break
-        except _Unusable as err:
-            bad.append((step, err))
-            say(f"checkpoint {_step_dir(manager, step)} is unusable: {err}; "
-                + ("skipping it." if err.empty else "falling back to the previous one."))
+        time.sleep(0.2)  # let a rotation in progress finish deleting
+        with _quiet_absl():
+            manager.reload()
+        if sorted(manager.all_steps()) == listed:
+            break  # nothing rotated: the failures are real
+    for step, err in bad:
+        say(f"checkpoint {_step_dir(manager, step)} is unusable: {err}; "
+            + ("skipping it." if err.empty else "falling back to the previous one."))
     if bad and quarantine is not None:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("fosc_jax:quarantine")  # all have decided
@@ -211,12 +224,27 @@ def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: Any, *,
                 say(f"moved checkpoint step {step} to {dest}")
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("fosc_jax:quarantined")
-        manager.reload()
+        with _quiet_absl():
+            manager.reload()
     if good is None and any(not err.empty for _, err in bad):
-        detail = "; ".join(f"step {s}: {e}" for s, e in bad)
+        where = (f"moved to {os.path.basename(quarantine)}/" if quarantine is not None
+                 else "see the warnings")
         raise CheckpointError(
-            f"no usable checkpoint in {manager.directory} ({detail}); restore the folder from "
-            "a backup, or move it aside to start the run afresh.")
+            f"no usable checkpoint in {manager.directory}: all {len(bad)} steps fail to "
+            f"verify ({where}); restore them from a backup, or rerun with --restart to "
+            "start afresh.")
     if good is not None and bad:
         say(f"using checkpoint step {good}, the newest that verifies.")
     return state, good
+
+
+def _scan(manager: ocp.CheckpointManager, abstract_state: Any, steps: list[int]):
+    """(state, step, [(step, _Unusable), ...]): the newest of ``steps`` that verifies and the
+    newer ones that failed."""
+    bad: list[tuple[int, _Unusable]] = []
+    for step in reversed(steps):
+        try:
+            return _restore_verified(manager, step, abstract_state), step, bad
+        except _Unusable as err:
+            bad.append((step, err))
+    return None, None, bad

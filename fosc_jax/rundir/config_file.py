@@ -1,22 +1,26 @@
 """A run's config.json and data_sizes.json: what a resume is checked against.
 
 A resumed run must have been started with the same config (except
-:data:`RESUMABLE_FIELDS`) and the same split sizes; the checks only read, and training
-writes the files once the run is known to be able to start.
+:data:`RESUMABLE_FIELDS`), the same split sizes and, where the run recorded them, the same
+data content (SHA-256 of each split's uint8 arrays after the subset); the checks only read,
+and training writes the files once the run is known to be able to start.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import ml_collections
+import numpy as np
 
 from fosc_jax.data.sources import portable_source
 from fosc_jax.errors import ConfigError, RunFileError
 from fosc_jax.rundir import integrity
 
 CONFIG_FILE = "config.json"
-DATA_FILE = "data_sizes.json"        # split sizes the run was started with
+DATA_FILE = "data_sizes.json"        # split sizes (and content SHA-256) the run started with
+FINGERPRINTS = ("train_sha256", "test_sha256")  # absent in runs from before they were recorded
 # Fields a resumed run may change without invalidating the checkpoint. ``executor`` picks how
 # steps run, not what they compute ("auto" already differs between a CPU and a GPU), and runs
 # started before the field existed have none in config.json.
@@ -82,7 +86,8 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
         differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
                         and not any(k == f or k.startswith(f + ".") for f in RESUMABLE_FIELDS))
         if differ:
-            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:3])
+            detail += f" and {len(differ) - 3} more" if len(differ) > 3 else ""  # one short line
             raise ConfigError(f"{workdir} holds a run started with a different config ({detail}); "
                              "use a new --workdir, or the original settings to resume.")
 
@@ -94,20 +99,43 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
                                 portable_config(config).to_json(indent=2, sort_keys=True))
 
 
+def data_record(ds) -> dict:
+    """Split sizes and content fingerprints of a Dataset (after the subset): SHA-256 over
+    each split's images and labels (dtype, shape, bytes); a fraction of a second."""
+    def sha(x, y) -> str:
+        h = hashlib.sha256()
+        for a in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
+            h.update(f"{a.dtype.str}|{a.shape}\n".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+    return {"train_examples": int(ds.x_train.shape[0]), "test_examples": int(ds.x_test.shape[0]),
+            "train_sha256": sha(ds.x_train, ds.y_train), "test_sha256": sha(ds.x_test, ds.y_test)}
+
+
 def check_data_sizes(workdir: str, config: ml_collections.ConfigDict,
-                     sizes: dict[str, int]) -> None:
-    """Refuse a resume whose data has other split sizes than the run was started with (a
-    changed ``data.source`` may only point at the same data elsewhere)."""
+                     sizes: dict) -> None:
+    """Refuse a resume whose data has other split sizes, or other content where the run
+    recorded its fingerprints, than the run was started with (a changed ``data.source`` may
+    only point at the same data elsewhere)."""
     path = os.path.join(workdir, DATA_FILE)
     if os.path.exists(path):
         old = _read_json_object(path)
-        differ = {k: (old.get(k), v) for k, v in sizes.items() if old.get(k) != v}
+        differ = {k: (old.get(k), v) for k, v in sizes.items()
+                  if k not in FINGERPRINTS and old.get(k) != v}
         if differ:
             detail = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in sorted(differ.items()))
             raise ConfigError(
                 f"config.data.source = {config.data.source!r} gives other split sizes than "
                 f"{workdir} was started with ({detail}; source was {old.get('source')!r}); "
                 "resume with the original data, or train in a new --workdir.")
+        changed = [k.split("_")[0] for k in FINGERPRINTS
+                   if k in old and k in sizes and old[k] != sizes[k]]
+        if changed:
+            raise ConfigError(
+                f"config.data.source = {config.data.source!r} gives other {' and '.join(changed)} "
+                f"data than {workdir} was started with (same sizes, other SHA-256 recorded in "
+                f"{DATA_FILE}; source was {old.get('source')!r}); resume with the original "
+                "data, or train in a new --workdir.")
         return
     cfg_path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(cfg_path):  # a run from before split sizes were stored
@@ -119,8 +147,9 @@ def check_data_sizes(workdir: str, config: ml_collections.ConfigDict,
                 "sizes to check it against; resume with the original source.")
 
 
-def write_data_sizes(workdir: str, config: ml_collections.ConfigDict,
-                     sizes: dict[str, int]) -> None:
+def write_data_sizes(workdir: str, config: ml_collections.ConfigDict, sizes: dict) -> None:
+    """Record :func:`data_record`'s sizes and fingerprints and the source (a resume of a run
+    that recorded none adds them)."""
     integrity.atomic_write_text(os.path.join(workdir, DATA_FILE),
                   json.dumps({**sizes, "source": portable_config(config).data.source},
                              indent=2, sort_keys=True))

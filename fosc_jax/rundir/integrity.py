@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 DIGEST_KEY = "fosc_jax_sha256"
+TEMP_PREFIX = ".tmp_"  # atomic_write's temporary files (a crash may leave one behind)
 
 
 def host_array(leaf: Any) -> np.ndarray:
@@ -78,7 +79,7 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = False) -
     folder, which gets the user's usual file mode, is flushed to disk and renamed over it."""
     folder = os.path.dirname(path) or "."
     suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=suffix)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)

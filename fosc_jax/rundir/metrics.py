@@ -27,19 +27,35 @@ def truncate_metrics(workdir: str, epoch: int) -> None:
     if not os.path.exists(path):
         return
     with open(path) as f:
-        text = f.read()
-    if text and not text.endswith("\n"):
-        head, _, tail = text.rpartition("\n")
-        try:
-            json.loads(tail)
-            text += "\n"
-        except json.JSONDecodeError:
-            warn(f"{path}: dropped a partial last line ({len(tail)} bytes, a crash "
-                 "mid-write).")
-            text = head + "\n" if head else ""
+        text, torn = _drop_torn_tail(f.read())
+    if torn:
+        warn(f"{path}: dropped a partial last line ({torn} bytes, a crash mid-write).")
     rows = [json.dumps(row, sort_keys=True) + "\n" for row in _parse_metrics(path, text)
             if row["epoch"] < epoch]
     integrity.atomic_write_text(path, "".join(rows))
+
+
+def _drop_torn_tail(text: str) -> tuple[str, int]:
+    """(text without a partial last line, its length): a last line without newline that is
+    no JSON is a crash mid-write; one that is JSON is kept (newline added)."""
+    if not text or text.endswith("\n"):
+        return text, 0
+    head, _, tail = text.rpartition("\n")
+    try:
+        json.loads(tail)
+        return text + "\n", 0
+    except json.JSONDecodeError:
+        return (head + "\n" if head else ""), len(tail)
+
+
+def resumable_rows(workdir: str) -> list[dict]:
+    """The rows a resume keeps to start from: a torn last line is left out (as
+    :func:`truncate_metrics` drops it), any other bad line raises RunFileError."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return _parse_metrics(path, _drop_torn_tail(f.read())[0])
 
 
 def append_metrics(workdir: str, row: dict) -> None:
@@ -66,8 +82,8 @@ def _parse_metrics(path: str, text: str) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise RunFileError(f"{path}:{i}: not JSON ({err}); expected one JSON object per "
-                               "line as train.py writes them.") from err
+            raise RunFileError(f"{path}:{i}: not JSON ({err}); fix or delete row {i} (train.py "
+                               "writes one JSON object per line).") from err
         if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
             raise RunFileError(f"{path}:{i}: the row has no integer 'epoch' key; expected one "
                                "JSON object per line as train.py writes them.")

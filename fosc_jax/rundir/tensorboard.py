@@ -3,7 +3,9 @@
 Writes ``WORKDIR/events.out.tfevents.<time>.<host>.<pid>`` (TFRecord framing with masked
 CRC32C, ``Event``/``Summary``/``HistogramProto`` protobufs encoded by hand), so
 ``tensorboard --logdir runs/`` shows every run. metrics.jsonl stays the source of truth; this
-is a view of it. A new file per process: TensorBoard merges the files of a run folder.
+is a view of it. A new file per process: TensorBoard merges the files of a run folder. A
+resume replays the epochs after its checkpoint, so :func:`truncate_events` first drops their
+events from the earlier files (as metrics.jsonl drops their rows): each epoch shows once.
 """
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ import time
 from typing import Mapping, Optional
 
 import numpy as np
+
+from fosc_jax.rundir import integrity
+
+EVENT_PREFIX = "events.out.tfevents."
 
 # ----------------------------------------------------------------------------- CRC32C
 
@@ -126,7 +132,7 @@ class EventWriter:
 
     def __init__(self, logdir: str):
         os.makedirs(logdir, exist_ok=True)
-        name = (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
+        name = (f"{EVENT_PREFIX}{int(time.time())}.{socket.gethostname()}."
                 f"{os.getpid()}")
         self.path = os.path.join(logdir, name)
         self._write(_event(0, time.time(), file_version="brain.Event:2"))
@@ -154,3 +160,69 @@ def write_epoch(writer: EventWriter, row: Mapping, fosc: np.ndarray,
     histograms."""
     scalars = {k: v for k, v in row.items() if k != "epoch"}
     writer.write(int(row["epoch"]), scalars, {"fosc": fosc, "attack_steps": num_steps})
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
+def event_step(event: bytes) -> int:
+    """The step (field 2) of an encoded Event; 0 if it has none."""
+    i = 0
+    while i < len(event):
+        key, i = _read_varint(event, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _read_varint(event, i)
+            if field == 2:
+                return value
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            size, i = _read_varint(event, i)
+            i += size
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+    return 0
+
+
+def read_records(data: bytes) -> list[bytes]:
+    """The payloads of the whole TFRecords in ``data`` (a torn last record is left out)."""
+    out, i = [], 0
+    while i + 12 <= len(data):
+        (size,) = struct.unpack("<Q", data[i:i + 8])
+        end = i + 12 + size + 4
+        if end > len(data):
+            break
+        out.append(data[i + 12:i + 12 + size])
+        i = end
+    return out
+
+
+def truncate_events(logdir: str, epoch: int) -> None:
+    """Drop events of epochs >= ``epoch`` (steps are 1-based epochs) from the event files in
+    ``logdir``, rewriting a file only where something is dropped (atomically)."""
+    if not os.path.isdir(logdir):
+        return
+    for name in sorted(os.listdir(logdir)):
+        path = os.path.join(logdir, name)
+        if not name.startswith(EVENT_PREFIX) or not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        records = read_records(data)
+        kept = [r for r in records if event_step(r) < epoch]
+        if len(kept) < len(records) or sum(len(r) + 16 for r in records) != len(data):
+            integrity.atomic_write(path, lambda f: f.write(b"".join(map(tfrecord, kept))),
+                                   binary=True)

@@ -23,12 +23,13 @@ from fosc_jax import parallel, schedules
 from fosc_jax.classifier import Classifier
 from fosc_jax.config import validate_config
 from fosc_jax.data import Dataset, epoch_permutation, load_dataset, subset
-from fosc_jax.errors import ConfigError, NonFiniteError, data_errors
+from fosc_jax.errors import (ConfigError, NonFiniteError, RunFileError, RunHistoryError,
+                             UserError, data_errors, warn)
 from fosc_jax.training.monitor import (EpochLog, fosc_summary, progress, subset_accuracy,
                                        summary_line)
 from fosc_jax.training.preemption import PreemptionFlag
 from fosc_jax.training.train_state import TrainState
-from fosc_jax.rundir import checkpoints, config_file, tensorboard
+from fosc_jax.rundir import checkpoints, config_file, history, tensorboard
 from fosc_jax.rundir import metrics as metric_files
 from fosc_jax.rundir.lock import WorkdirLock
 from fosc_jax.training.trainer import Trainer
@@ -52,11 +53,18 @@ def load_training_data(config: ml_collections.ConfigDict) -> Dataset:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        dataset: Optional[Dataset] = None, mesh=None,
-                       should_stop: Optional[Callable[[int], bool]] = None) -> dict:
+                       should_stop: Optional[Callable[[int], bool]] = None,
+                       restart: bool = False) -> dict:
     """Train ``config`` in ``workdir``, resuming from its latest checkpoint; returns the last
     finished epoch's metrics. Writes metrics.jsonl (epochs 1-based, as the console prints
-    them), fosc/epoch_XXXX.npz (the same numbering), TensorBoard events, config.json and
-    checkpoints/ (Orbax, one per ``checkpoint_every`` epochs, named by global step).
+    them), fosc/epoch_XXXX.npz (the same numbering), TensorBoard events, config.json,
+    data_sizes.json and checkpoints/ (Orbax, one per ``checkpoint_every`` epochs, named by
+    global step).
+
+    A workdir with a run's history but no usable checkpoint raises RunHistoryError rather
+    than start over it; ``restart`` first moves a workdir that holds anything aside
+    (:func:`~fosc_jax.rundir.history.move_aside`) and starts afresh. Every check (config,
+    data, the other processes' config and workdir) runs before the workdir is created.
 
     ``dataset`` replaces the configured source (tests, notebooks); ``mesh`` defaults to all
     devices on a 'data' axis. ``should_stop(step)`` is polled at every logging chunk
@@ -66,27 +74,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     parallel.maybe_initialize_distributed()
     mesh = mesh if mesh is not None else parallel.make_mesh()
     validate_config(config, num_devices=mesh.size, check_data=dataset is None)
-    primary = parallel.is_primary()
-    lock = WorkdirLock(workdir) if primary else None  # one training per workdir
-    try:
-        return _train_locked(config, workdir, dataset, mesh, should_stop, primary)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _train_locked(config, workdir, dataset, mesh, should_stop, primary) -> dict:
-    """train_and_evaluate once the workdir is locked: every check, then config.json, then
-    training. Nothing is written before the run is known to be able to start."""
-    config_file.check_config(workdir, config)
+    parallel.check_same_launch(config.to_json(sort_keys=True), workdir)
+    if os.path.lexists(workdir) and not os.path.isdir(workdir):
+        raise RunFileError(f"--workdir {workdir} is a file, not a folder; pass a folder path "
+                           "(it is created if missing).")
+    if not restart:  # read-only checks of an existing run, before the data load
+        config_file.check_config(workdir, config)
+        history.describe(workdir)  # a garbled metrics.jsonl row fails here
     ds = dataset if dataset is not None else load_training_data(config)
     if ds.x_train.shape[0] < config.batch_size:
         raise ConfigError(f"config.batch_size = {config.batch_size} is invalid: it exceeds the "
                           f"{ds.x_train.shape[0]} training examples of data.source = "
                           f"{config.data.source!r} (after data.train_limit); lower it or raise "
                           "data.train_limit.")
-    sizes = {"train_examples": int(ds.x_train.shape[0]), "test_examples": int(ds.x_test.shape[0])}
-    config_file.check_data_sizes(workdir, config, sizes)
+    data = config_file.data_record(ds)
+    if not restart:
+        config_file.check_data_sizes(workdir, config, data)
+    primary = parallel.is_primary()
+    lock = error = None
+    if primary:  # one training per workdir; only now is the workdir created
+        try:
+            lock = _lock(workdir, restart)
+        except UserError as err:
+            error = err
+    if parallel.any_process(error is not None):  # the others stop with process 0
+        raise error or UserError(f"process 0 could not start training in {workdir} (its "
+                                 "error line says why).")
+    try:
+        return _train_locked(config, workdir, ds, data, mesh, should_stop, primary)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock(workdir: str, restart: bool) -> WorkdirLock:
+    """Lock ``workdir``; with ``restart``, a workdir holding anything is first moved aside
+    (under its lock, so no training is using it) and a fresh one locked."""
+    lock = WorkdirLock(workdir)
+    if restart and history.holds_anything(workdir):
+        try:
+            moved = history.move_aside(workdir)
+        finally:
+            lock.release()
+        print(f"--restart: moved the previous run to {moved}", flush=True)
+        lock = WorkdirLock(workdir)
+    return lock
+
+
+def _train_locked(config, workdir, ds, data, mesh, should_stop, primary) -> dict:
+    """train_and_evaluate once the workdir is locked: checkpoints, then config.json, then
+    training. Nothing is written before the run is known to be able to start."""
+    if primary:
+        for path in history.remove_stale_temp_files(workdir):
+            warn(f"removed {path}, a temporary file left by a crashed write.")
     steps_per_epoch = ds.x_train.shape[0] // config.batch_size
     trainer = Trainer(config, ds.x_train.shape[1:], ds.num_classes, steps_per_epoch, mesh)
     manager = checkpoints.make_manager(workdir, config)
@@ -94,15 +134,22 @@ def _train_locked(config, workdir, dataset, mesh, should_stop, primary) -> dict:
         state, _ = checkpoints.restore_newest_good(
             manager, trainer.abstract_state(),
             quarantine=os.path.join(workdir, checkpoints.CORRUPT_DIR))
+        past = history.describe(workdir) if state is None else []
+        if parallel.any_process(bool(past)):  # never start over a run's history
+            raise RunHistoryError(
+                f"{workdir} holds a run ({', '.join(past) or 'see process 0'}) but no usable "
+                f"checkpoint in {checkpoints.CHECKPOINT_DIR}/; restore it from a backup, or "
+                "rerun with --restart to move the old run aside and start afresh.")
         if primary:  # the run can start: only now record its config and data
             config_file.write_config(workdir, config)
-            config_file.write_data_sizes(workdir, config, sizes)
+            config_file.write_data_sizes(workdir, config, data)
         if state is None:
             state = trainer.init_state(jax.random.PRNGKey(config.seed))
         start_epoch = int(state.epoch)
         skip = int(state.step) - start_epoch * steps_per_epoch  # > 0: preempted mid-epoch
-        if primary:
+        if primary:  # rows and events of epochs after the checkpoint are replayed
             metric_files.truncate_metrics(workdir, start_epoch + 1)  # rows are 1-based
+            tensorboard.truncate_events(workdir, start_epoch + 1)
         if start_epoch >= config.num_epochs:
             print(f"{workdir}: the run is complete ({start_epoch} of {config.num_epochs} epochs, "
                   "nothing to do); raise --config.num_epochs to train further.", flush=True)
@@ -184,7 +231,7 @@ def _epochs(config, workdir, ds, trainer, manager, state, start_epoch, skip, sho
         clean_acc, pgd_acc = subset_accuracy(
             classifier, x_eval, y_eval, eps=config.attack.eps, num_steps=10,
             step_fraction=0.25, batch_size=int(config.eval.batch_size), seed=config.seed,
-            mesh=mesh)
+            mesh=mesh, progress=not (config.quiet or not primary))
         state = _end_epoch(trainer.defense, state, defense_state, epoch, classifier, x_eval,
                            y_eval, mesh)
         fosc_all = np.concatenate(epoch_log.fosc)

@@ -13,14 +13,15 @@ from fosc_jax.classifier import Classifier
 
 def subset_accuracy(classifier: Classifier, x_uint8: np.ndarray, y: np.ndarray, *,
                     eps: float, num_steps: int, step_fraction: float, batch_size: int,
-                    seed: int, mesh=None) -> tuple[float, float]:
-    """(clean, PGD-num_steps) accuracy on a test subset, through the evaluation suite."""
+                    seed: int, mesh=None, progress: bool = False) -> tuple[float, float]:
+    """(clean, PGD-num_steps) accuracy on a test subset, through the evaluation suite;
+    ``progress`` shows its batch progress bars (the per-epoch test can take minutes)."""
     from fosc_jax.evaluation.suite import AttackSpec, Placement, Suite
 
     if len(y) == 0:
         return float("nan"), float("nan")
     placement = Placement(mesh if mesh is not None and mesh.size > 1 else None)
-    suite = Suite(classifier, x_uint8, y, batch_size, seed=seed, progress=False,
+    suite = Suite(classifier, x_uint8, y, batch_size, seed=seed, progress=progress,
                   placement=placement)
     spec = AttackSpec(f"pgd{num_steps}", f"PGD-{num_steps}", num_steps=num_steps,
                       step_fraction=step_fraction)
