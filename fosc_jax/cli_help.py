@@ -2,7 +2,9 @@
 sources and attacks, listed from the repository and the registries (never a stale copy)."""
 from __future__ import annotations
 
+import argparse
 import ast
+import sys
 from pathlib import Path
 
 CONFIG_DIR: Path = Path(__file__).resolve().parents[1] / "configs"
@@ -27,9 +29,9 @@ def config_files(folder: Path = CONFIG_DIR) -> list[tuple[str, str]]:
 
 
 def attack_names() -> list[tuple[str, str]]:
-    """(name, label) of every evaluation attack."""
-    from fosc_jax.evaluation.suite import ATTACKS
-    return [(name, spec.label) for name, spec in ATTACKS.items()]
+    """(name, label) of every evaluation attack, AutoAttack and its parts included."""
+    from fosc_jax.evaluation.suite import accepted_attacks
+    return accepted_attacks()
 
 
 def listing() -> str:
@@ -43,3 +45,14 @@ def listing() -> str:
     lines += ["attacks (evaluate.py --attacks a,b,...):"]
     lines += [f"  {n:32s} {label}" for n, label in attack_names()]
     return "\n".join(lines)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one ``error: ...`` line (status 2), like every other user
+    error of the CLIs (argparse's own prints the usage first)."""
+
+    def error(self, message: str):
+        from fosc_jax.errors import EXIT_USER_ERROR, one_line
+        print(one_line(ValueError(f"{message} ({self.prog} --help lists the flags)")),
+              file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR)

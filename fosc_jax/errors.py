@@ -27,6 +27,10 @@ class ConfigError(UserError, ValueError):
     """A config field holds a value the run cannot use."""
 
 
+class UsageError(UserError, ValueError):
+    """A command-line flag holds a value the command cannot use."""
+
+
 class DataError(UserError, ValueError):
     """The configured data set cannot be loaded or does not fit the config."""
 

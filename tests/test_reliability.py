@@ -108,6 +108,7 @@ def test_evaluate_and_report_give_one_line_for_bad_run_files(tmp_path, capsys,
     (folder / "mnist.npz").write_bytes(b"PK\x03\x04 a damaged zip archive")
     config = tiny_config.get_config()
     config.data.source = f"files:{folder}"
+    (run / "config.json").write_text(config.to_json())
     from fosc_jax.evaluation import api  # a run with a model whose data file is damaged
     monkeypatch.setattr(api, "_load_classifier", lambda w: types.SimpleNamespace(config=config))
     with pytest.raises(SystemExit) as exit_:

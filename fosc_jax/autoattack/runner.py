@@ -26,23 +26,11 @@ from tqdm.auto import tqdm
 
 from fosc_jax.autoattack.apgd import apgd
 from fosc_jax.autoattack.fab import fab_t
+from fosc_jax.autoattack.names import (COMPONENTS, LABELS, NAMES, STANDARD_ORDER,  # noqa: F401
+                                       canonical_name)
 from fosc_jax.autoattack.square import square
 from fosc_jax.classifier import Classifier
 from fosc_jax.data.pipeline import unit_float
-
-COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
-STANDARD_ORDER = ("apgd-ce", "apgd-t", "fab-t", "square")
-NAMES = COMPONENTS + ("autoattack",)
-LABELS = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab-t": "FAB-T",
-          "square": "Square", "autoattack": "AutoAttack"}
-_ALIASES = {"autoattack": "autoattack", "aa": "autoattack", "apgdce": "apgd-ce",
-            "apgd": "apgd-ce", "apgddlr": "apgd-dlr", "apgdt": "apgd-t", "fabt": "fab-t",
-            "square": "square"}
-
-
-def canonical_name(name: str) -> Optional[str]:
-    """"APGD-T", "apgd_t", "AA", ... -> the attack's name, or None if not an AutoAttack one."""
-    return _ALIASES.get(str(name).strip().lower().replace("-", "").replace("_", ""))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from fosc_jax.data.bundled import load_bundled
@@ -65,3 +67,46 @@ def load_dataset(source: str, name: str, *, data_dir: str | None = None) -> Data
         return _make_dataset(name, raw.x_train, raw.y_train, raw.x_test, raw.y_test,
                              origin="bundled")
     raise ValueError(f"load_dataset: unknown source {source!r}; accepted: {SOURCES_HELP}.")
+
+
+# ------------------------------------------------------------ where the data is, per machine
+# Run files record "files" (or "tfds") without the folder, so a run or an exported model
+# works on another machine: the folder comes from the user (a flag) or from this variable.
+DATA_DIR_ENV: dict[str, str] = {"mnist": "FOSC_JAX_MNIST_DIR", "cifar10": "FOSC_JAX_CIFAR10_DIR"}
+
+
+def data_dir_env(name: str) -> str:
+    """The environment variable that gives the folder of data set ``name``."""
+    safe = "".join(c if c.isalnum() else "_" for c in name).upper()
+    return DATA_DIR_ENV.get(name, f"FOSC_JAX_{safe}_DIR")
+
+
+def portable_source(source: str, data_dir: str | None) -> tuple[str, None]:
+    """(source, data_dir) as a run file records them: without the machine's folder
+    ("files:DIR" -> "files"; a tfds data_dir is dropped)."""
+    if isinstance(source, str) and source.startswith("files:"):
+        source = "files"
+    return source, None
+
+
+def resolve_source(source: str, name: str, data_dir: str | None = None,
+                   data: str | None = None) -> tuple[str, str | None]:
+    """(source, data_dir) to load ``name`` from on this machine.
+
+    ``data`` (a user's choice, e.g. evaluate.py --data) wins: "bundled", "tfds",
+    "files:DIR" or a plain DIR. Else a recorded "files" source without a folder takes it from
+    ``$FOSC_JAX_<NAME>_DIR``; without either, ValueError says what to pass.
+    """
+    if data:
+        data = str(data)
+        if data in ("bundled", "tfds") or data.startswith("files:"):
+            return data, None
+        return f"files:{data}", None
+    if source == "files" and not data_dir:
+        env = data_dir_env(name)
+        if os.environ.get(env):
+            return f"files:{os.environ[env]}", None
+        raise ValueError(f"the {name} data was read from local files whose folder is not "
+                         f"recorded (data.source = 'files'); say where it is: --data DIR "
+                         f"(evaluate_workdirs(data=DIR)) or set {env}=DIR.")
+    return source, data_dir

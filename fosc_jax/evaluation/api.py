@@ -14,6 +14,7 @@ from fosc_jax.data.subset import eval_subset_indices
 from fosc_jax.evaluation import honesty as honesty_lib
 from fosc_jax.evaluation.suite import (DEFAULT_ATTACKS, Suite, accuracy_entry, attack_spec,
                                        check_inputs, data_placement, timed, worst_case)
+from fosc_jax.evaluation.resume import PartialRecords, data_digest, model_identity
 from fosc_jax.evaluation.tables import defense_label, write_results
 
 DEFAULT_BATCH_SIZE = 256
@@ -64,7 +65,8 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
                         restart_margin: float = honesty_lib.DEFAULT_RESTART_MARGIN,
                         progress: bool = True, num_devices: Optional[int] = None,
                         return_per_example: bool = False,
-                        autoattack_budget: str = "standard") -> dict:
+                        autoattack_budget: str = "standard",
+                        resume_dir: Optional[str] = None, resume_write: bool = True) -> dict:
     """Clean and adversarial accuracy of ``classifier`` on (x, y), plus honesty checks.
 
     Args:
@@ -83,6 +85,10 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
       return_per_example: add "per_example" (boolean arrays; not written to JSON).
       autoattack_budget: "standard" (AutoAttack as published) or "cpu" (fewer target
         classes and Square queries; labelled NOT standard in the record and tables).
+      resume_dir: a folder for per-attack partial records (see ``evaluation.resume``):
+        each finished attack is saved there and a rerun with the same model, data and
+        settings reuses it (``record["resumed"]`` lists those); ``resume_write`` False
+        reuses without writing (processes other than 0).
     Returns a JSON-friendly record: run metadata (defense, name, dataset, epoch, eps, seed,
     batch_size, num_devices), ``attacks`` (settings used), ``clean``, ``white_box[name]``,
     ``worst_case`` (per example over clean and all attacks), ``black_box`` (or None),
@@ -110,17 +116,20 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     suite = Suite(classifier, x, y, batch_size=batch_size, seed=seed, progress=progress,
                   placement=data_placement(num_devices))
 
+    partial = _partial_records(resume_dir, resume_write, classifier, surrogate, x, y, seed,
+                               suite.batch_size)
     seconds: dict[str, float] = {}
     per_example: dict[str, np.ndarray] = {}
     pred, seconds["clean"] = timed(suite.predict)
     per_example["clean"] = pred == y
     white: dict[str, dict] = {}
     for spec in specs:
-        out, seconds[spec.name] = timed(suite.attack, spec, eps)
-        per_example[spec.name] = out["correct"]
-        white[spec.name] = accuracy_entry(out["correct"])
-    aa = (aa_runner.run_autoattack(suite, aa_names, eps, per_example["clean"],
-                                   autoattack_budget) if aa_names else None)
+        per_example[spec.name], _, seconds[spec.name] = partial.run(
+            spec.name, dict(eps=eps, **spec.settings(eps)),
+            lambda spec=spec: (suite.attack(spec, eps)["correct"], None))
+        white[spec.name] = accuracy_entry(per_example[spec.name])
+    aa = (_autoattack(partial, suite, aa_names, eps, per_example["clean"], autoattack_budget)
+          if aa_names else None)
     if aa:
         per_example.update(aa["per_example"])
         white.update(aa["white_box"])
@@ -142,37 +151,79 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     if surrogate is not None:
         bb = {}
         for spec in specs:
-            out, seconds[f"bb_{spec.name}"] = timed(suite.attack, spec, eps,
-                                                    key_name=f"bb/{spec.name}",
-                                                    surrogate=surrogate)
-            per_example[f"bb_{spec.name}"] = out["correct"]
-            bb[spec.name] = accuracy_entry(out["correct"])
+            name = f"bb_{spec.name}"
+            per_example[name], _, seconds[name] = partial.run(
+                name, dict(eps=eps, **spec.settings(eps)),
+                lambda spec=spec: (suite.attack(spec, eps, key_name=f"bb/{spec.name}",
+                                                surrogate=surrogate)["correct"], None))
+            bb[spec.name] = accuracy_entry(per_example[name])
         record["black_box"] = dict(attacks=bb, epoch=int(surrogate.epoch),
                                    name=config_get(surrogate.config, "name"))
 
     pgd10 = attack_spec("pgd10", step_fraction)
     for e in sweep:
-        out, seconds[f"sweep_{e:.4g}"] = timed(suite.attack, pgd10, e)
-        record["eps_sweep"].append(dict(eps=e, **accuracy_entry(out["correct"])))
+        correct, _, seconds[f"sweep_{e:.4g}"] = partial.run(
+            f"sweep_{e:.4g}", dict(eps=e, **pgd10.settings(e)),
+            lambda e=e: (suite.attack(pgd10, e)["correct"], None))
+        record["eps_sweep"].append(dict(eps=e, **accuracy_entry(correct)))
 
     if honesty:
         first = per_example.get("pgd10")
         if first is None:
-            first = suite.attack(pgd10, eps)["correct"]
-        second, seconds["restart"] = timed(suite.attack, pgd10, eps, key_name="pgd10/restart")
-        second = second["correct"]
+            first = partial.run("pgd10", dict(eps=eps, **pgd10.settings(eps)),
+                                lambda: (suite.attack(pgd10, eps)["correct"], None))[0]
+        second, _, seconds["restart"] = partial.run(
+            "pgd10_restart", dict(eps=eps, **pgd10.settings(eps)),
+            lambda: (suite.attack(pgd10, eps, key_name="pgd10/restart")["correct"], None))
         per_example["pgd10_restart"] = second
         record["restart"] = dict(first=accuracy_entry(first), second=accuracy_entry(second),
                                  worst=accuracy_entry(worst_case([first, second])))
         if large_eps > eps:
-            out, seconds["large_eps"] = timed(suite.attack, pgd10, float(large_eps))
-            record["large_eps"] = dict(eps=float(large_eps), **accuracy_entry(out["correct"]))
+            big = float(large_eps)
+            correct, _, seconds["large_eps"] = partial.run(
+                "large_eps", dict(eps=big, **pgd10.settings(big)),
+                lambda: (suite.attack(pgd10, big)["correct"], None))
+            record["large_eps"] = dict(eps=big, **accuracy_entry(correct))
         record["honesty"] = dict(z=z, restart_margin=restart_margin,
                                  warnings=honesty_lib.run_checks(record, z, restart_margin))
     record["seconds"] = seconds
+    record["resumed"] = list(partial.resumed)
     if return_per_example:
         record["per_example"] = per_example
     return record
+
+
+def _partial_records(folder: Optional[str], write: bool, classifier: Classifier,
+                     surrogate: Optional[Classifier], x: np.ndarray, y: np.ndarray, seed: int,
+                     batch_size: int) -> PartialRecords:
+    """Per-attack partial records in ``folder`` (None: none), keyed by what the results
+    depend on: the model(s), the test subset, the attack seed and the batch size."""
+    if folder is None:
+        return PartialRecords(None, {})
+    identity = dict(model=model_identity(classifier), n=int(len(y)),
+                    data_sha256=data_digest(x, y), seed=int(seed), batch_size=int(batch_size),
+                    surrogate=model_identity(surrogate) if surrogate is not None else None)
+    return PartialRecords(folder, identity, write=write)
+
+
+def _autoattack(partial: PartialRecords, suite: Suite, names: Sequence[str], eps: float,
+                clean: np.ndarray, budget: str) -> dict:
+    """run_autoattack's output, one saved partial record per AutoAttack name."""
+    out: dict[str, Any] = dict(per_example={}, white_box={}, attacks={}, seconds={},
+                               autoattack=None)
+    for name in names:
+        def compute(name=name):
+            r = aa_runner.run_autoattack(suite, [name], eps, clean, budget)
+            return r["per_example"][name], dict(white_box=r["white_box"][name],
+                                                attacks=r["attacks"][name],
+                                                autoattack=r["autoattack"])
+        correct, extra, out["seconds"][name] = partial.run(
+            name, dict(eps=eps, budget=budget), compute)
+        out["per_example"][name] = correct
+        out["white_box"][name], out["attacks"][name] = extra["white_box"], extra["attacks"]
+        if extra["autoattack"] is not None:
+            out["autoattack"] = extra["autoattack"]
+    return out
 
 
 def _load_classifier(workdir: str) -> Classifier:
@@ -184,16 +235,20 @@ def _load_classifier(workdir: str) -> Classifier:
 
 def evaluate_workdirs(workdirs: Sequence[str], *, num_examples: Optional[int] = None,
                       surrogate: Optional[str] = None, out: Optional[str] = None,
-                      write: bool = True, data_seed: int = 0, **kwargs) -> list[dict]:
+                      write: bool = True, data_seed: int = 0, data: Optional[str] = None,
+                      resume: bool = True, log=print, **kwargs) -> list[dict]:
     """Evaluate the latest checkpoint of each run on its test set (see evaluate_classifier).
 
-    Each run's record goes to RUN/eval/results.{json,csv,md} (when ``write``); with ``out``
-    the combined table of all runs is written there too. ``num_examples`` picks a fixed
-    random test subset (seeded by ``data_seed``). ``surrogate`` is a run directory whose
-    model crafts the black-box examples. Returns the records in order.
+    Each run's record goes to RUN/eval/results.{json,csv,md} (when ``write``; each file
+    atomically, results.json last); with ``out`` the combined table of all runs is written
+    there too. ``num_examples`` picks a fixed random test subset (seeded by ``data_seed``).
+    ``surrogate`` is a run directory whose model crafts the black-box examples. ``data``
+    says where the test data is on this machine ("bundled", "tfds", "files:DIR" or DIR; see
+    ``fosc_jax.data.sources.resolve_source``): needed when a run recorded "files" without a
+    folder and ``$FOSC_JAX_<NAME>_DIR`` is not set. With ``resume`` each finished attack is
+    saved in RUN/eval/partial/ and reused by a rerun with the same settings. ``log`` gets
+    one line per file written. Returns the records in order.
     """
-    from fosc_jax.data import load_dataset
-
     if not workdirs:
         raise ValueError("give at least one workdir.")
     surrogate_clf = _load_classifier(surrogate) if surrogate else None
@@ -201,28 +256,59 @@ def evaluate_workdirs(workdirs: Sequence[str], *, num_examples: Optional[int] = 
     records = []
     for workdir in workdirs:
         clf = _load_classifier(workdir)
-        data_key = (config_get(clf.config, "data.source"), config_get(clf.config, "data.name"),
-                    config_get(clf.config, "data.data_dir"))
-        if data_key not in datasets:
-            from fosc_jax.errors import data_errors
-            with data_errors(f"{workdir}: data.source = {data_key[0]!r} with data.name = "
-                             f"{data_key[1]!r}"):
-                datasets[data_key] = load_dataset(data_key[0], data_key[1],
-                                                  data_dir=data_key[2])
-        ds = datasets[data_key]
+        ds = _test_data(workdir, clf.config, data, datasets)
         idx = eval_subset_indices(len(ds.y_test), num_examples, data_seed)
+        partial_dir = os.path.join(workdir, "eval", PARTIAL_DIR) if resume else None
         record = evaluate_classifier(clf, ds.x_test[idx], ds.y_test[idx],
-                                     surrogate=surrogate_clf, **kwargs)
+                                     surrogate=surrogate_clf, resume_dir=partial_dir,
+                                     resume_write=write, **kwargs)
         record.update(workdir=os.fspath(workdir), data_seed=data_seed,
                       subset=num_examples is not None and len(idx) < len(ds.y_test))
         if record["black_box"] is not None:
             record["black_box"]["workdir"] = os.fspath(surrogate)
         if write:
-            write_results(os.path.join(workdir, "eval"), [record])
+            _written(write_results(os.path.join(workdir, "eval"), [record]), log)
+            if partial_dir is not None:
+                PartialRecords(partial_dir, {}).clear()
         records.append(record)
     if out is not None:
-        write_results(out, records)
+        _written(write_results(out, records), log)
     return records
+
+
+PARTIAL_DIR = "partial"
+
+
+def data_location(workdir: str, config: Any, data: Optional[str] = None) -> tuple:
+    """(source, data_dir) of a run's data on this machine (``resolve_source``); DataError
+    (one line naming the run and what to pass) when it cannot be told."""
+    from fosc_jax.data.sources import resolve_source
+    from fosc_jax.errors import DataError
+    try:
+        return resolve_source(config_get(config, "data.source"), config_get(config, "data.name"),
+                              config_get(config, "data.data_dir"), data)
+    except ValueError as err:
+        raise DataError(f"{workdir}: {err}") from err
+
+
+def _test_data(workdir: str, config: Any, data: Optional[str], cache: dict) -> Any:
+    """The data set a run was trained on, found on this machine (cached by source)."""
+    from fosc_jax.data import load_dataset
+    from fosc_jax.errors import data_errors
+
+    name = config_get(config, "data.name")
+    source, data_dir = data_location(workdir, config, data)
+    key = (source, name, data_dir)
+    if key not in cache:
+        with data_errors(f"{workdir}: data.source = {source!r} with data.name = {name!r}"):
+            cache[key] = load_dataset(source, name, data_dir=data_dir)
+    return cache[key]
+
+
+def _written(paths: dict[str, str], log) -> None:
+    """Say where the results went: one line per folder."""
+    folder = os.path.dirname(paths["json"])
+    log(f"wrote {os.path.join(folder, 'results.{' + ','.join(paths) + '}')}")
 
 
 __all__ = ["parse_eps_list", "eval_subset_indices", "evaluate_classifier", "evaluate_workdirs"]

@@ -55,12 +55,31 @@ ATTACKS: dict[str, AttackSpec] = {
 DEFAULT_ATTACKS: tuple[str, ...] = tuple(ATTACKS)
 
 
+def accepted_attacks() -> list[tuple[str, str]]:
+    """(name, label) of every attack evaluation accepts, the suite's then AutoAttack's: the
+    one list the errors and the CLIs' --help print."""
+    from fosc_jax.autoattack.names import LABELS, NAMES
+    return [(n, s.label) for n, s in ATTACKS.items()] + [(n, LABELS[n]) for n in NAMES]
+
+
+def unknown_attack(name: str) -> ValueError:
+    """The error for a name no attack has, listing every accepted one."""
+    names = ", ".join(n for n, _ in accepted_attacks())
+    return ValueError(f"unknown attack {name!r}; choose from {names}.")
+
+
+def canonical_attack(name: str) -> str:
+    """Any accepted spelling ("PGD-10", "cw-inf", "APGD_T", "aa") -> the attack's name."""
+    from fosc_jax.autoattack.names import canonical_name
+    return canonical_name(name) or attack_spec(name).name
+
+
 def attack_spec(name: str, step_fraction: Optional[float] = None) -> AttackSpec:
     """Look up an attack by name ("fgsm", "pgd10"/"PGD-10", "pgd20", "cw"/"cw-inf")."""
     key = name.lower().replace("-", "").replace("_", "")
     key = {"cwinf": "cw", "pgd": "pgd10"}.get(key, key)
     if key not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose from {list(ATTACKS)}.")
+        raise unknown_attack(name)
     spec = ATTACKS[key]
     if step_fraction is not None and spec.num_steps > 1:
         if not step_fraction > 0:
@@ -328,6 +347,7 @@ def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
 
 
 __all__ = ["AttackSpec", "ATTACKS", "DEFAULT_ATTACKS", "attack_spec", "attack_key",
+           "accepted_attacks", "canonical_attack", "unknown_attack",
            "as_unit_float", "check_inputs", "Placement", "data_placement", "make_attack_fn",
            "make_predict_fn", "run_batched", "Suite", "accuracy_entry", "worst_case",
            "transfer_attack"]

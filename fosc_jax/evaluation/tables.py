@@ -31,7 +31,8 @@ def row_labels(records: Sequence[Mapping]) -> list[str]:
     """One label per record; labels shared by several rows get ' (config.name)' appended."""
     labels = [defense_label(r.get("defense"), r.get("name") or r.get("label")) for r in records]
     extras = ([r.get("name") for r in records],
-              [os.path.basename(os.path.normpath(str(r.get("workdir") or ""))) for r in records])
+              [r.get("run") or os.path.basename(os.path.normpath(str(r.get("workdir") or "")))
+               for r in records])
     for extra in extras:  # disambiguate clashes by config.name, then by run folder
         if len(set(labels)) == len(labels):
             return labels
@@ -139,20 +140,42 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def relative_workdirs(records: Sequence[Mapping], out_dir: str | os.PathLike) -> list[dict]:
+    """Copies of ``records`` whose run folders ("workdir", the surrogate's) are relative to
+    ``out_dir``: written results name no folder of this machine and move with the runs."""
+    def rel(path):
+        return None if path is None else os.path.relpath(os.path.abspath(path),
+                                                         os.path.abspath(out_dir))
+    out = []
+    for r in records:
+        r = dict(r)
+        if r.get("workdir") is not None:
+            r.setdefault("run", os.path.basename(os.path.normpath(os.path.abspath(r["workdir"]))))
+            r["workdir"] = rel(r["workdir"])
+        if isinstance(r.get("black_box"), Mapping) and r["black_box"].get("workdir"):
+            r["black_box"] = dict(r["black_box"], workdir=rel(r["black_box"]["workdir"]))
+        out.append(r)
+    return out
+
+
 def write_results(out_dir: str | os.PathLike, records: Sequence[Mapping]) -> dict[str, str]:
     """Write results.json ({"runs": [...]}), results.csv and results.md into ``out_dir``.
 
-    Per-example arrays (a record's "per_example") are not written.
+    Run folders are written relative to ``out_dir`` (the record's "run" keeps the folder's
+    name for the row labels). Each file is replaced atomically (temporary file, fsync, rename), all three texts are
+    built before any is written and results.json, the one read back, goes last: a crash or
+    a full disk leaves the previous files, never a truncated one. Per-example arrays (a
+    record's "per_example") are not written.
     """
+    from fosc_jax.rundir.integrity import atomic_write_text
+    records = relative_workdirs(records, out_dir)
+    runs = [{k: v for k, v in r.items() if k != "per_example"} for r in records]
+    texts = {"csv": csv_table(records), "md": markdown_table(records),
+             "json": json.dumps({"runs": _jsonable(runs)}, indent=2)}
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"results.{ext}") for ext in ("json", "csv", "md")}
-    with open(paths["json"], "w") as f:
-        runs = [{k: v for k, v in r.items() if k != "per_example"} for r in records]
-        json.dump({"runs": _jsonable(runs)}, f, indent=2)
-    with open(paths["csv"], "w") as f:
-        f.write(csv_table(records))
-    with open(paths["md"], "w") as f:
-        f.write(markdown_table(records))
+    for ext in ("csv", "md", "json"):
+        atomic_write_text(paths[ext], texts[ext])
     return paths
 
 
@@ -161,10 +184,16 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "eval", "results.json")
+    from fosc_jax.errors import RunFileError
     with open(path) as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RunFileError(f"{path} is not valid JSON ({err}); rerun evaluate.py to "
+                               "write it again.") from err
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise ValueError(f"{path}: expected an object with a 'runs' list.")
+        raise RunFileError(f"{path}: expected an object with a 'runs' list; rerun "
+                           "evaluate.py to write it again.")
     return data["runs"]
 
 

@@ -187,15 +187,19 @@ def fosc_trace_data(classifier: Any, x: Any, y: Any, *, eps: float,
 
 
 def _figure1(run: str, name: str, out: str, num_examples: Optional[int], seed: int,
-             progress: bool, fosc_max: float) -> list[tuple[str, str]]:
+             progress: bool, fosc_max: float,
+             data: Optional[str] = None) -> list[tuple[str, str]]:
     from fosc_jax.rundir.export import load_classifier
     from fosc_jax.data import load_dataset
+    from fosc_jax.data.sources import resolve_source
     from fosc_jax.config import config_get
     from fosc_jax.data.subset import eval_subset_indices
 
     clf = load_classifier(run)
     cfg = clf.config
-    ds = load_dataset(cfg.data.source, cfg.data.name, data_dir=config_get(cfg, "data.data_dir"))
+    source, data_dir = resolve_source(cfg.data.source, cfg.data.name,
+                                      config_get(cfg, "data.data_dir"), data)
+    ds = load_dataset(source, cfg.data.name, data_dir=data_dir)
     idx = eval_subset_indices(len(ds.y_test), num_examples, seed)
     x, y, eps = ds.x_test[idx], ds.y_test[idx], float(cfg.attack.eps)
     data = fosc_accuracy_data(clf, x, y, eps=eps, seed=seed, progress=progress,
@@ -225,11 +229,15 @@ def _figure1(run: str, name: str, out: str, num_examples: Optional[int], seed: i
 
 def make_report(runs: Sequence[str], out: str, *, epochs: Optional[Sequence[int]] = None,
                 attack_figures: bool = True, num_examples: Optional[int] = None,
-                seed: int = 0, progress: bool = True, fosc_max: float = 0.1) -> dict[str, str]:
+                seed: int = 0, progress: bool = True, fosc_max: float = 0.1,
+                data: Optional[str] = None) -> dict[str, str]:
     """Draw every figure the runs have data for into ``out``; write ``out/index.md``.
 
     Figure 1a bins FOSC over [0, ``fosc_max``] (the paper's 0.1); when more than half the
     examples lie above it, the range is widened to their 99th percentile (said in the caption).
+
+    ``data`` says where Figure 1's test data is (as evaluate.py --data; see
+    ``fosc_jax.data.sources.resolve_source``).
 
     Returns {png path: caption}. Figures without data are listed in index.md as skipped.
     """
@@ -246,7 +254,7 @@ def make_report(runs: Sequence[str], out: str, *, epochs: Optional[Sequence[int]
         for run, name in zip(runs, names):
             try:
                 for path, caption in _figure1(run, name, out, num_examples, seed, progress,
-                                              fosc_max):
+                                              fosc_max, data):
                     made[path] = caption
             except (FileNotFoundError, ValueError, KeyError) as err:
                 skipped.append(f"Figure 1 ({name}): {err}")

@@ -45,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", default="README.md",
                    help="README whose reproduction table (between its markers) is rewritten "
                         "with the results; skipped when the file has no markers")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop cleanly (checkpointed, resumable) before this many seconds of "
+                        "wall time; exit status 75 when stopped early")
+    p.add_argument("--time-margin", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds of the budget kept for the last checkpoint and the archive "
+                        "(default 60)")
+    p.add_argument("--archive", default=None, metavar="FILE",
+                   help="pack the output folder into FILE (.tar.gz, at most 16 MiB) when the "
+                        "command ends, finished or stopped: all a fresh machine needs to continue")
+    p.add_argument("--from-archive", default=None, metavar="FILE",
+                   help="first unpack FILE (written by --archive) into the empty output folder")
     p.add_argument("--smoke", action="store_true",
                    help="shrink the scale to a few hundred images and 2 epochs (tests)")
     return p
@@ -84,7 +95,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     source = "bundled" if data == "bundled" else f"files:{os.path.abspath(data)}"
     out = args.out or os.path.join("results", f"mnist_{scale.name}")
+    problem = _check_budget_args(args, out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from fosc_jax.reproduce import archive
+    from fosc_jax.reproduce.budget import StopFlag
+    flag = StopFlag(args.time_budget, args.time_margin)
+    if args.from_archive:
+        n = archive.unpack(args.from_archive, out)
+        print(f"unpacked {n} files from {args.from_archive} into {out}", flush=True)
     os.makedirs(out, exist_ok=True)
+    try:
+        code = _run_stages(args, argv, stages, runs, scale, source, out, flag)
+    finally:
+        flag.restore()
+    if args.archive:
+        size = archive.pack(out, args.archive)
+        print(f"packed {out} into {args.archive} ({size / 2 ** 20:.1f} MiB); continue with "
+              f"--from-archive {args.archive} in a fresh folder", flush=True)
+    return code
+
+
+def _check_budget_args(args, out: str) -> Optional[str]:
+    """One line saying what is wrong with the budget/archive flags, or None."""
+    import math
+    if args.time_budget is not None and not (math.isfinite(args.time_budget)
+                                             and args.time_budget > 0):
+        return f"--time-budget: {args.time_budget} is not a positive number of seconds"
+    if not (math.isfinite(args.time_margin) and args.time_margin >= 0):
+        return f"--time-margin: {args.time_margin} is not a number of seconds >= 0"
+    if args.from_archive:
+        if not os.path.isfile(args.from_archive):
+            return f"--from-archive: {args.from_archive!r} is not a file"
+        if os.path.isdir(out) and os.listdir(out):
+            return (f"--from-archive: the output folder {out!r} is not empty; unpack into a "
+                    "fresh folder (--out NEW), or drop --from-archive to continue in place")
+    if args.archive and os.path.isdir(args.archive):
+        return f"--archive: {args.archive!r} is a folder; give a file name such as run.tar.gz"
+    return None
+
+
+def _run_stages(args, argv, stages, runs, scale, source, out, flag) -> int:
+    from fosc_jax.reproduce import pipeline
     import jax
 
     from fosc_jax import cpu_malloc, parallel
@@ -93,7 +146,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
     log(f"reproduce mnist, scale {scale.name}: {scale.train_images or 60000} training images, "
         f"{scale.epochs} epochs, {scale.test_images or 10000} test images -> {out}")
-    if "train" in stages and not pipeline.train_all(runs, scale, source, out, log=log):
+    def stopped() -> bool:
+        if flag():
+            log(f"stopped by {flag.reason}; rerun the same command to continue")
+        return flag()
+
+    if "train" in stages and not pipeline.train_all(runs, scale, source, out, log=log,
+                                                    should_stop=flag):
+        stopped()
         return EXIT_STOPPED
     if "export" in stages:
         pipeline.export_all(runs, scale, out, log=log)
@@ -101,12 +161,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from fosc_jax.data import load_dataset
         ds = load_dataset(source, "mnist")
     if "eval" in stages:
-        pipeline.evaluate_all(runs, scale, ds, out, log=log)
+        pipeline.evaluate_all(runs, scale, ds, out, log=log, stop=flag)
     if "autoattack" in stages:
-        pipeline.autoattack_all(runs, scale, ds, out, log=log)
+        pipeline.autoattack_all(runs, scale, ds, out, log=log, stop=flag)
     if "section3" in stages:
         from fosc_jax.reproduce import section3
-        section3.evaluate_section3(runs, scale, ds, out, log=log)
+        section3.evaluate_section3(runs, scale, ds, out, log=log, stop=flag)
+    if stopped():
+        return EXIT_STOPPED
     if "report" in stages:
         from fosc_jax.reproduce import report
         path = report.write_report(runs, scale, ds, out, command=" ".join(

@@ -169,7 +169,7 @@ def export_all(runs: Sequence[Run], scale: Scale, out: str, log=print) -> None:
     else (its checkpoints are not committed), so a fresh checkout resumes the reproduction."""
     for run in runs:
         target = model_dir(out, run)
-        if os.path.exists(os.path.join(target, rundir.EXPORT_FILE)):
+        if rundir.export_complete(target):  # an interrupted export is written again
             continue
         total = run_config(run, scale, "bundled").num_epochs
         if epochs_done(run_dir(out, run)) < total:
@@ -190,8 +190,12 @@ def _scored_n(path: str) -> int:
         return int(json.load(f)["clean"]["n"])
 
 
+def _never() -> bool:
+    return False
+
+
 def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, stop=_never) -> dict:
     """Every model: white-box (clean, FGSM, PGD-10, PGD-20, CW-inf) with the honesty checks
     and a PGD-10 eps sweep; then black-box: the same attacks crafted once on the surrogate
     and scored on every defense. One JSON per model in out/eval; finished ones are skipped."""
@@ -222,6 +226,8 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
             with open(done) as f:
                 records[run.name] = json.load(f)
             continue
+        if stop():
+            return records
         record_provenance(out, "eval_commit")  # only when this stage scores something
         t0 = time.time()
         rec = evaluate_classifier(models[run.name], x, y, batch_size=500, seed=0,
@@ -240,7 +246,7 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
 
     surrogate = next((r for r in runs if r.role == "surrogate"), None)
     todo = [r for r in runs if r.role != "surrogate" and not os.path.exists(path(r))]
-    if surrogate is not None and todo:
+    if surrogate is not None and todo and not stop():
         record_provenance(out, "eval_commit")
         t0 = time.time()
         names = list(records[todo[0].name]["white_box"])
@@ -266,7 +272,7 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
 
 
 def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, stop=_never) -> dict:
     """AutoAttack (the standard cascade; the cpu budget at the cpu scale, labelled as not the
     standard version) on the first ``scale.autoattack_images`` images of the evaluation
     subset, for every defense model; one JSON per model in out/eval/autoattack."""
@@ -286,6 +292,8 @@ def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
         if not os.path.exists(os.path.join(model_dir(out, run), rundir.EXPORT_FILE)):
             log(f"[autoattack] {run.name}: no exported model yet, skipped")
             continue
+        if stop():
+            return records
         record_provenance(out, "eval_commit")
         t0 = time.time()
         clf = rundir.load_classifier(model_dir(out, run))

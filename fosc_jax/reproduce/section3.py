@@ -52,7 +52,7 @@ def eval_path(out: str, run: Run) -> str:
 
 
 def evaluate_section3(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, stop=lambda: False) -> dict:
     """Cross-test every exported Section 3 model on the first ``scale.s3_test_images`` of a
     seeded test subset; one JSON per model in OUT/eval/section3 (finished ones skipped)."""
     from fosc_jax import rundir
@@ -72,6 +72,8 @@ def evaluate_section3(runs: Sequence[Run], scale: Scale, ds, out: str, log=print
                                            rundir.EXPORT_FILE)):
             log(f"[section3] {run.name}: no exported model yet, skipped")
             continue
+        if stop():
+            return records
         pipeline.record_provenance(out, "eval_commit")
         t0 = time.time()
         clf = rundir.load_classifier(pipeline.model_dir(out, run))

@@ -10,8 +10,9 @@
 The names below are the ones readers of a run need.
 """
 from fosc_jax.rundir.config_file import CONFIG_FILE, load_config
-from fosc_jax.rundir.export import EXPORT_FILE, export_classifier, load_classifier
+from fosc_jax.rundir.export import (EXPORT_FILE, export_classifier, export_complete,
+                                    load_classifier)
 from fosc_jax.rundir.metrics import METRICS_FILE, fosc_epochs, load_fosc_sample, read_metrics
 
 __all__ = ["CONFIG_FILE", "EXPORT_FILE", "METRICS_FILE", "load_config", "load_classifier",
-           "export_classifier", "read_metrics", "fosc_epochs", "load_fosc_sample"]
+           "export_classifier", "export_complete", "read_metrics", "fosc_epochs", "load_fosc_sample"]

@@ -11,6 +11,7 @@ import os
 
 import ml_collections
 
+from fosc_jax.data.sources import portable_source
 from fosc_jax.errors import ConfigError, RunFileError
 from fosc_jax.rundir import integrity
 
@@ -21,6 +22,19 @@ DATA_FILE = "data_sizes.json"        # split sizes the run was started with
 # started before the field existed have none in config.json.
 RESUMABLE_FIELDS = ("num_epochs", "stop_after_epochs", "quiet", "log_every", "checkpoint_every",
                     "checkpoint_keep", "eval", "data.source", "data.data_dir", "executor")
+
+
+def portable_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` as run files record it: no folder of this machine in
+    ``data.source`` / ``data.data_dir`` ("files:DIR" -> "files"), so a run or an exported
+    model moves to another machine; the folder then comes from the user (resolve_source)."""
+    out = ml_collections.ConfigDict(json.loads(config.to_json()))
+    if "data" in out and "source" in out.data:
+        source, data_dir = portable_source(out.data.source, out.data.get("data_dir"))
+        out.data.source = source
+        if "data_dir" in out.data:
+            out.data.data_dir = data_dir
+    return out
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -62,7 +76,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(path):
         old = _flatten(_read_json_object(path))
-        new = _flatten(json.loads(config.to_json(sort_keys=True)))
+        new = _flatten(json.loads(portable_config(config).to_json(sort_keys=True)))
         if not old.get("data.train_limit") and not new.get("data.train_limit"):
             old.pop("data.subset", None), new.pop("data.subset", None)  # no subset taken
         differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
@@ -74,9 +88,10 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Save the config (train_and_evaluate calls this only once the run can start)."""
+    """Save the config, portable (train_and_evaluate calls this only once the run can
+    start; the config in memory keeps its data folder)."""
     integrity.atomic_write_text(os.path.join(workdir, CONFIG_FILE),
-                                config.to_json(indent=2, sort_keys=True))
+                                portable_config(config).to_json(indent=2, sort_keys=True))
 
 
 def check_data_sizes(workdir: str, config: ml_collections.ConfigDict,
@@ -97,7 +112,7 @@ def check_data_sizes(workdir: str, config: ml_collections.ConfigDict,
     cfg_path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(cfg_path):  # a run from before split sizes were stored
         old_source = _read_json_object(cfg_path).get("data", {}).get("source")
-        if old_source != config.data.source:
+        if old_source not in (config.data.source, portable_config(config).data.source):
             raise ConfigError(
                 f"config.data.source = {config.data.source!r} differs from the "
                 f"{old_source!r} {workdir} was started with, and the run stored no split "
@@ -107,4 +122,5 @@ def check_data_sizes(workdir: str, config: ml_collections.ConfigDict,
 def write_data_sizes(workdir: str, config: ml_collections.ConfigDict,
                      sizes: dict[str, int]) -> None:
     integrity.atomic_write_text(os.path.join(workdir, DATA_FILE),
-                  json.dumps({**sizes, "source": config.data.source}, indent=2, sort_keys=True))
+                  json.dumps({**sizes, "source": portable_config(config).data.source},
+                             indent=2, sort_keys=True))

@@ -1,10 +1,15 @@
 """A trained model out of a run: :func:`load_classifier` reads it (from a run's newest
 checkpoint or an exported folder, writing nothing), :func:`export_classifier` writes the
-inference variables and config to a folder of plain files."""
+inference variables and config to a folder of plain files.
+
+An export is complete once ``variables.npz`` exists: config.json and model.json are written
+(atomically) before it, so an interrupted export has no variables.npz, or lacks one of the
+other files if an older version wrote it (:func:`export_complete` checks all three)."""
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any, Optional
 
 import flax.core
@@ -12,9 +17,9 @@ import flax.traverse_util
 import ml_collections
 import numpy as np
 
-from fosc_jax.errors import CheckpointError
+from fosc_jax.errors import CheckpointError, RunFileError
 from fosc_jax.rundir import checkpoints, integrity
-from fosc_jax.rundir.config_file import CONFIG_FILE, load_config
+from fosc_jax.rundir.config_file import CONFIG_FILE, load_config, portable_config
 
 EXPORT_FILE = "variables.npz"
 EXPORT_META = "model.json"
@@ -23,18 +28,28 @@ EXPORT_META = "model.json"
 def export_classifier(workdir: str, out_dir: str, step: Optional[int] = None) -> str:
     """Write a run's final model (inference variables + config, no optimizer state) to
     ``out_dir`` as ``variables.npz`` (plain arrays, read back with allow_pickle=False),
-    ``config.json`` and ``model.json``; :func:`load_classifier` reads the folder back."""
+    ``config.json`` (portable: no data folder) and ``model.json``, variables.npz last, so
+    its presence marks a finished export; :func:`load_classifier` reads the folder back."""
     clf = load_classifier(workdir, step)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(clf.variables), sep="/")
     os.makedirs(out_dir, exist_ok=True)
-    integrity.atomic_write(os.path.join(out_dir, EXPORT_FILE), lambda f: np.savez(
-        f, **{k: np.asarray(v) for k, v in flat.items()}), binary=True)
-    integrity.atomic_write_text(os.path.join(out_dir, CONFIG_FILE), clf.config.to_json(indent=2))
+    if os.path.exists(os.path.join(out_dir, EXPORT_FILE)):  # unfinished until the new one lands
+        os.remove(os.path.join(out_dir, EXPORT_FILE))
+    integrity.atomic_write_text(os.path.join(out_dir, CONFIG_FILE),
+                                portable_config(clf.config).to_json(indent=2))
     integrity.atomic_write_text(os.path.join(out_dir, EXPORT_META),
                   json.dumps({"epoch": int(clf.epoch),
                               "source_run": os.path.relpath(workdir, out_dir)},
                              indent=2))
+    integrity.atomic_write(os.path.join(out_dir, EXPORT_FILE), lambda f: np.savez(
+        f, **{k: np.asarray(v) for k, v in flat.items()}), binary=True)
     return out_dir
+
+
+def export_complete(folder: str) -> bool:
+    """Whether ``folder`` holds a finished export (variables.npz, config.json, model.json)."""
+    return all(os.path.isfile(os.path.join(folder, f))
+               for f in (EXPORT_FILE, CONFIG_FILE, EXPORT_META))
 
 
 def _model_for(config: ml_collections.ConfigDict):
@@ -65,11 +80,25 @@ def _classifier(config: ml_collections.ConfigDict, variables: dict, epoch: int, 
 
 
 def _load_exported(path: str):
+    if not export_complete(path):
+        raise RunFileError(f"{path} holds an unfinished export (it needs {EXPORT_FILE}, "
+                           f"{CONFIG_FILE} and {EXPORT_META}); export the run again.")
     config = load_config(path)
-    with np.load(os.path.join(path, EXPORT_FILE), allow_pickle=False) as data:
-        variables = flax.traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
-    with open(os.path.join(path, EXPORT_META)) as f:
-        epoch = int(json.load(f)["epoch"])
+    file = os.path.join(path, EXPORT_FILE)
+    try:  # never unpickle: an object array (a pickle) is refused like a damaged file
+        with np.load(file, allow_pickle=False) as data:
+            variables = flax.traverse_util.unflatten_dict({k: data[k] for k in data.files},
+                                                          sep="/")
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise RunFileError(f"{file} is damaged or not plain arrays ({detail}); export the "
+                           "run again.") from err
+    try:
+        with open(os.path.join(path, EXPORT_META)) as f:
+            epoch = int(json.load(f)["epoch"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunFileError(f"{os.path.join(path, EXPORT_META)} is garbled ({err}); export "
+                           "the run again.") from err
     return _classifier(config, variables, epoch, path)
 
 

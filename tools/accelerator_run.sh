@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One time-boxed piece of the paper-scale reproduction on an accelerator host without network.
+#
+#   tools/accelerator_run.sh OUTDIR [ARCHIVE]
+#
+# Run from the repository root. It
+#   1. installs what the host lacks (ml-collections) from a local wheelhouse, no network;
+#   2. checks the device (devices seen; the in-graph early exit equals the unrolled loop; a
+#      bfloat16 step is finite) and stops if a check fails;
+#   3. records the step benchmark's rows for BENCHMARKS.md (skip with FOSC_JAX_BENCH=0);
+#   4. runs the reproduction under a wall-time budget, continuing from ARCHIVE if given;
+#   5. leaves at most 8 files of at most 16 MiB in OUTDIR: archive.tar.gz (pass it back as
+#      ARCHIVE next time), RESULTS.md, device_check.json, bench_step.json, run.log.
+#
+# Settings (environment):
+#   FOSC_JAX_BUDGET      seconds for the reproduction (default 420; the whole script stays
+#                        within about BUDGET + 3 minutes of checks and benchmark)
+#   FOSC_JAX_REPRODUCE   reproduction arguments (default: "mnist --scale paper")
+#   FOSC_JAX_MNIST_DIR   the four MNIST IDX files (default: bundled subset is NOT used)
+#   FOSC_JAX_WHEELHOUSE  folder of wheels for missing packages (default: wheelhouse/)
+#   FOSC_JAX_BENCH       0 skips the benchmark; "quick" runs its smoke size
+#
+# The wheelhouse, built once on a machine with network for the host's Python (3.12 here):
+#   pip download --only-binary=:all: --python-version 3.12 --no-deps -d wheelhouse \
+#       "ml-collections>=1.0,<2"
+set -euo pipefail
+
+OUTDIR=${1:?usage: tools/accelerator_run.sh OUTDIR [ARCHIVE]}
+ARCHIVE=${2:-}
+BUDGET=${FOSC_JAX_BUDGET:-420}
+REPRO_ARGS=${FOSC_JAX_REPRODUCE:-"mnist --scale paper"}
+WHEELS=${FOSC_JAX_WHEELHOUSE:-wheelhouse}
+BENCH=${FOSC_JAX_BENCH:-1}
+PY=${PYTHON:-python3}
+
+mkdir -p "$OUTDIR"
+OUTDIR=$(cd "$OUTDIR" && pwd)
+LOG="$OUTDIR/run.log"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+say() { echo "$(date +%H:%M:%S) $*" | tee -a "$LOG"; }
+
+say "accelerator run: budget ${BUDGET}s, reproduce ${REPRO_ARGS}, archive in: ${ARCHIVE:-none}"
+if ! "$PY" -c "import ml_collections" 2>/dev/null; then
+    [ -d "$WHEELS" ] || { say "error: ml-collections is missing and no wheelhouse at $WHEELS"; exit 2; }
+    "$PY" -m pip install -q --no-index --find-links "$WHEELS" "ml-collections>=1.0,<2" >>"$LOG" 2>&1
+    say "installed ml-collections from $WHEELS"
+fi
+
+say "device check"
+"$PY" tools/device_check.py --json "$OUTDIR/device_check.json" >>"$LOG" 2>&1 \
+    || { say "error: device check failed (see device_check.json)"; exit 1; }
+
+case "$BENCH" in
+    0) say "benchmark skipped" ;;
+    quick) "$PY" benchmarks/bench_step.py --quick --no-torch --json "$OUTDIR/bench_step.json" >>"$LOG" 2>&1 ;;
+    *) "$PY" benchmarks/bench_step.py --models mnist_cnn,cifar_cnn --batches 128 --repeats 3 \
+           --no-torch --json "$OUTDIR/bench_step.json" >>"$LOG" 2>&1 ;;
+esac
+
+FROM=()
+[ -n "$ARCHIVE" ] && FROM=(--from-archive "$ARCHIVE")
+say "reproduce"
+set +e
+# shellcheck disable=SC2086
+"$PY" -m fosc_jax.reproduce $REPRO_ARGS --out "$WORK/repro" --readme none \
+    --time-budget "$BUDGET" --archive "$OUTDIR/archive.tar.gz" "${FROM[@]}" >>"$LOG" 2>&1
+CODE=$?
+set -e
+[ -f "$WORK/repro/RESULTS.md" ] && cp "$WORK/repro/RESULTS.md" "$OUTDIR/RESULTS.md"
+case $CODE in
+    0) say "done: the reproduction finished" ;;
+    75) say "stopped at the budget: continue with tools/accelerator_run.sh OUTDIR $OUTDIR/archive.tar.gz" ;;
+    *) say "error: the reproduction exited $CODE (see run.log)"; exit $CODE ;;
+esac
