@@ -152,3 +152,33 @@ def test_install_cell_ignores_a_fosc_jax_folder_and_keeps_jax(tmp_path):
     assert os.path.realpath(pip[6]) == os.path.realpath(ROOT)
     assert pins.split() == [f"jax=={importlib.metadata.version('jax')}",
                             f"jaxlib=={importlib.metadata.version('jaxlib')}"]
+
+
+@pytest.mark.parametrize("path,name", [(NOTEBOOK, "quickstart_notebook"),
+                                       (CIFAR_NOTEBOOK, "cifar_dynamic_notebook")],
+                         ids=["quickstart", "cifar"])
+def test_default_workdirs_are_under_runs_and_differ_when_shortened(path, name, monkeypatch):
+    """A shortened run, then the full one, with the default folders: no config mismatch, as
+    they never share a folder; both are in the repository's runs/ (tensorboard --logdir runs/)."""
+    import ast
+    import hashlib
+    from pathlib import Path
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c.source for c in nb.cells
+                if c.cell_type == "code" and "def default_workdir" in c.source)
+    defs = [n for n in ast.parse(cell).body if isinstance(n, ast.FunctionDef)
+            and n.name in ("notebook_overrides", "default_workdir")]
+    namespace = {"os": os, "json": json, "hashlib": hashlib, "REPO_DIR": Path(ROOT)}
+    exec(compile(ast.Module(body=defs, type_ignores=[]), path, "exec"), namespace)
+    default_workdir = namespace["default_workdir"]
+    notebook_overrides = namespace["notebook_overrides"]
+    monkeypatch.delenv("FOSC_JAX_NOTEBOOK_OVERRIDES", raising=False)
+    full = default_workdir(name, 4, 4, notebook_overrides())
+    monkeypatch.setenv("FOSC_JAX_NOTEBOOK_OVERRIDES", json.dumps(OVERRIDES))
+    short = default_workdir(name, 1, 4, notebook_overrides())
+    only_overrides = default_workdir(name, 4, 4, notebook_overrides())
+    assert full == os.path.join(ROOT, "runs", name)
+    assert len({full, short, only_overrides}) == 3
+    assert all(os.path.dirname(p) == os.path.join(ROOT, "runs") for p in (short, only_overrides))
+    assert os.path.basename(short).startswith(f"{name}_1ep_")
