@@ -1,0 +1,107 @@
+"""K runs in one compiled program (fosc_jax.training.multirun) equal the same runs trained
+alone by train_and_evaluate (config.executor = "compiled"), a resume included.
+
+Tolerance: vmap batches the convolutions differently, so results agree to float rounding,
+not bitwise. Observed on XLA:CPU after 2 epochs of the tiny config (8 steps): parameters
+within ~1e-7 of their leaf's scale, FOSC within ~2e-5 on values ~20. The test asks
+|a - b| <= 1e-6 + 1e-5 * max|b| per leaf / metric: 100x the rounding seen, far below any
+real difference (one step of lr 0.01 moves weights by ~1e-3)."""
+import jax
+import numpy as np
+import pytest
+
+from fosc_jax import load_classifier
+from fosc_jax.errors import ConfigError
+from fosc_jax.rundir import metrics as metric_files
+from fosc_jax.training import load_training_data, train_and_evaluate
+from fosc_jax.training.group import check_group, stack_settings
+from fosc_jax.training.multirun import train_many
+from fosc_jax.defenses import settings_for_epoch
+from tiny_config import get_config
+
+RTOL, ATOL = 1e-5, 1e-6
+NOT_COMPARED = {"seconds", "images_per_sec", "executor", "runs_in_program"}  # timing, path
+
+
+def _config(defense: str, seed: int, c_max: float = 20.0):
+    c = get_config(defense, epochs=2)
+    c.seed = seed
+    c.executor = "compiled"
+    c.defense.c_max = c_max   # FOSC of the tiny model is ~20: some examples stop early
+    return c
+
+
+def _close(a, b, what):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.nanmax(np.abs(b)) if b.size and np.any(np.isfinite(b)) else 0.0
+    np.testing.assert_allclose(a, b, rtol=0, atol=ATOL + RTOL * scale, err_msg=what)
+
+
+@pytest.mark.slow
+def test_three_runs_in_one_program_equal_each_run_alone_after_a_resume(tmp_path):
+    configs = [_config("dynamic", 0), _config("dynamic", 1), _config("standard", 0)]
+    ds = load_training_data(configs[0])
+    group = [str(tmp_path / f"group{k}") for k in range(3)]
+    # Stopped after 2 of the 4 steps of epoch 1, then resumed from each run's checkpoint.
+    train_many(configs, group, dataset=ds, should_stop=lambda step: step >= 2)
+    assert all(metric_files.read_metrics(w) == [] for w in group)
+    rows = train_many(configs, group, dataset=ds)
+    assert [r["epoch"] for r in rows] == [2, 2, 2]
+    for k, config in enumerate(configs):
+        alone = str(tmp_path / f"alone{k}")  # the same stop and resume, run by itself
+        train_and_evaluate(config, alone, dataset=ds, should_stop=lambda step: step >= 2)
+        train_and_evaluate(config, alone, dataset=ds)
+        ours, theirs = metric_files.read_metrics(group[k]), metric_files.read_metrics(alone)
+        assert len(ours) == len(theirs) == 2
+        for a, b in zip(ours, theirs):
+            assert set(a) - {"runs_in_program"} == set(b)
+            for name in set(b) - NOT_COMPARED:
+                if isinstance(b[name], float):
+                    _close(a[name], b[name], f"run {k} epoch {b['epoch']} {name}")
+                else:
+                    assert a[name] == b[name], (k, name)
+        for epoch in (1, 2):
+            fa = metric_files.load_fosc_sample(group[k], epoch)
+            fb = metric_files.load_fosc_sample(alone, epoch)
+            assert set(fa) == set(fb)
+            for name in fb:
+                if fb[name].dtype.kind == "f":
+                    _close(fa[name], fb[name], f"run {k} fosc sample {epoch} {name}")
+                else:
+                    np.testing.assert_array_equal(fa[name], fb[name])
+        va, vb = load_classifier(group[k]).variables, load_classifier(alone).variables
+        jax.tree_util.tree_map_with_path(
+            lambda p, x, y: _close(x, y, f"run {k} {jax.tree_util.keystr(p)}"), va, vb)
+    steps = [r["attack_steps_mean"] for r in rows]
+    assert steps[0] < 3 and steps[2] == 3   # Dynamic stopped examples early, Standard not
+
+
+def test_a_group_refuses_configs_that_cannot_share_a_program():
+    base = get_config("dynamic")
+    other = get_config("dynamic")
+    other.batch_size = 32
+    with pytest.raises(ConfigError, match="batch_size differs"):
+        check_group([base, other])
+    with pytest.raises(ConfigError, match="different attack or training losses"):
+        check_group([base, get_config("trades")])
+    seeded = get_config("dynamic")
+    seeded.seed = 1
+    with pytest.raises(ConfigError, match="data.subset"):
+        check_group([base, seeded])          # tiny_config: train_limit with a random subset
+    check_group([base, seeded], loads_data=False)
+    check_group([base, get_config("standard"), get_config("curriculum"),
+                 get_config("unsecured")])
+
+
+def test_group_settings_merge_budgets_and_refuse_fgsm_next_to_pgd():
+    standard = settings_for_epoch(get_config("standard"), 0, 16)
+    clean = settings_for_epoch(get_config("unsecured"), 0, 16)
+    dynamic = settings_for_epoch(get_config("dynamic"), 0, 16)
+    merged = stack_settings([standard, clean, dynamic])
+    assert merged.max_steps == 3 and merged.early_exit
+    assert merged.budget.shape == (3, 16)
+    assert np.all(np.asarray(merged.budget[1]) == 0)      # Unsecured: budget 0, stays clean
+    np.testing.assert_array_equal(merged.budget[0], standard.budget)
+    fgsm = settings_for_epoch(get_config("fgsm_pgd"), 0, 16)
+    with pytest.raises(ConfigError, match="random_start differs"):
+        stack_settings([standard, fgsm])
