@@ -9,6 +9,11 @@ per leaf / metric / sample, far below any real difference (one SGD step moves we
 training: the attack steps by sign(g), so a gradient component near 0 can flip sign and
 move a pixel by a whole step (seen for a Standard seed-1 run: a few examples' FOSC 2e-3
 apart after 8 steps, everything else ~1e-7), hence the short runs here."""
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -108,6 +113,11 @@ def test_a_group_refuses_configs_that_cannot_share_a_program():
     with pytest.raises(ConfigError, match="data.subset"):
         check_group([base, seeded])          # tiny_config: train_limit with a random subset
     check_group([base, seeded], loads_data=False)
+    weighted = [get_config("dynamic"), get_config("unsecured")]
+    for c in weighted:
+        c.defense.loss_weighting = True
+    with pytest.raises(ConfigError, match="loss_weighting"):
+        check_group(weighted)
     check_group([base, get_config("standard"), get_config("curriculum"),
                  get_config("unsecured")])
 
@@ -124,3 +134,16 @@ def test_group_settings_merge_budgets_and_refuse_fgsm_next_to_pgd():
     fgsm = settings_for_epoch(get_config("fgsm_pgd"), 0, 16)
     with pytest.raises(ConfigError, match="random_start differs"):
         stack_settings([standard, fgsm])
+
+
+@pytest.mark.slow
+def test_bench_multirun_quick_json(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "multirun.json"
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "bench_multirun.py"),
+                           "--quick", "--json", str(out)], cwd=root, capture_output=True,
+                          text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["k"]) for r in rows] == [("mnist_cnn", 2)]
+    assert rows[0]["speedup"] > 0 and rows[0]["vmapped_img_s"] > 0

@@ -15,7 +15,7 @@ The training loop with run directories is :mod:`fosc_jax.training.multirun`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,7 @@ from jax import Array
 from fosc_jax import parallel
 from fosc_jax.defenses import AttackSettings
 from fosc_jax.errors import ConfigError
+from fosc_jax.training import executors
 from fosc_jax.training.executors import EXIT_BLOCK
 from fosc_jax.training.trainer import Trainer
 from fosc_jax.training.train_state import TrainState
@@ -60,7 +61,8 @@ def _per_run(field: str) -> bool:
 def check_group(configs: Sequence[ml_collections.ConfigDict], loads_data: bool = True) -> None:
     """Refuse (ConfigError, one line) configs that cannot share one program: a shared field
     (model, data, batch size, epochs, optimizer, dtype, ...) that differs, defenses with
-    other traced losses (TRADES with the rest), different ``defense.loss_weighting``, or
+    other traced losses (TRADES with the rest), different ``defense.loss_weighting`` (or it
+    on, next to a run that may skip its attack), or
     seeded random training subsets (``data.train_limit`` with ``data.subset = 'random'``;
     checked when ``loads_data``, i.e. the data set comes from the configs)."""
     from fosc_jax.defenses import get_defense
@@ -88,6 +90,12 @@ def check_group(configs: Sequence[ml_collections.ConfigDict], loads_data: bool =
             raise ConfigError(f"runs 0 and {i} cannot share one program: defenses "
                               f"{configs[0].defense.name!r} and {configs[i].defense.name!r} "
                               "have different attack or training losses.")
+    names = {c.defense.name for c in configs}
+    if configs[0].defense.loss_weighting and (len(names) > 1 or names == {"curriculum"}):
+        # Whether the outer loss is weighted is decided by the group's static max_steps, so
+        # a run that skips its attack in an epoch (Unsecured, Curriculum level 0) would be.
+        raise ConfigError("runs with defense.loss_weighting = True share one program only "
+                          "with the same defense (not curriculum); train them one by one.")
     seeds = {int(c.seed) for c in configs}
     if (loads_data and configs[0].data.train_limit and configs[0].data.subset == "random"
             and len(seeds) > 1):
@@ -143,15 +151,13 @@ class RunGroup:
         self.size = len(configs)
         self.batch_size = self.lead.batch_size
         self.steps_per_call = self.lead.steps_per_call
-        self._vmapped = jax.vmap(self._one)
-        self._step = jax.jit(self._vmapped, donate_argnums=0)
-        self._indexed = jax.jit(self._one_indexed, donate_argnums=0)
-        self._scan = jax.jit(self._scanned, donate_argnums=0)
+        # The single-run compiled path, driving :meth:`train_step` (all K runs) instead of
+        # one run's: gathering x_train[idx] with idx [K, B] gives every run its batch.
+        self.executor = executors.Compiled(self, EXIT_BLOCK)
 
     def describe(self) -> str:
-        calls = ("one call per step" if self.steps_per_call == 1 else
-                 f"{self.steps_per_call} steps per call (lax.scan)")
-        return (f"{self.size} runs vmapped in one compiled program, {calls}; an attack's early "
+        return (f"{self.size} runs vmapped in one compiled program, "
+                f"{executors._calls(self.steps_per_call)}; an attack's early "
                 f"exit is an in-graph while_loop over {EXIT_BLOCK}-step blocks that runs until "
                 "every run's examples have stopped")
 
@@ -176,38 +182,24 @@ class RunGroup:
         return stack_settings([t.settings_for_epoch(epoch, ds)
                                for t, ds in zip(self.trainers, defense_states)])
 
-    # -- the step (traced) --------------------------------------------------------------
-    def _one(self, state, x_uint8, y, settings):
-        return self.lead.train_step(state, x_uint8, y, settings, exit_block=EXIT_BLOCK)
-
-    def _one_indexed(self, state, x_train, y_train, idx, settings):
-        """idx [K, B]: each run's batch, gathered from the shared split."""
-        return self._vmapped(state, x_train[idx], y_train[idx], settings)
-
-    def _scanned(self, state, x_train, y_train, indices, settings):
-        def body(state, idx):
-            return self._one_indexed(state, x_train, y_train, idx, settings)
-        return jax.lax.scan(body, state, indices)
+    # -- the step: the compiled executor, running the vmapped step -----------------------
+    def train_step(self, state: TrainState, x_uint8: Array, y: Array,
+                   settings: AttackSettings, exit_block: Optional[int] = None):
+        """Every run's step on its batch x_uint8 [K, B, ...], y [K, B] (traced)."""
+        def one(state, x_uint8, y, settings):
+            return self.lead.train_step(state, x_uint8, y, settings, exit_block=exit_block)
+        return jax.vmap(one)(state, x_uint8, y, settings)
 
     def step(self, state: TrainState, x_uint8: Array, y: Array, settings: AttackSettings):
         """One step of every run on its batch x_uint8 [K, B, ...], y [K, B]: (state, metrics
         with a leading run axis). Donates ``state``."""
-        return self._step(state, x_uint8, y, settings)
+        return self.executor.step(state, x_uint8, y, settings)
 
     def run(self, state: TrainState, x_train: Array, y_train: Array, indices: Array,
             settings: AttackSettings):
         """One step per row of ``indices`` [n, K, B] (row r, run k: run k's batch of its
         r-th step): (state, metrics [n, K, ...] on device). Donates ``state``."""
-        outs = []
-        for start in range(0, indices.shape[0], self.steps_per_call):
-            rows = indices[start:start + self.steps_per_call]
-            if self.steps_per_call == 1:
-                state, m = self._indexed(state, x_train, y_train, rows[0], settings)
-                m = jax.tree_util.tree_map(lambda a: a[None], m)
-            else:
-                state, m = self._scan(state, x_train, y_train, rows, settings)
-            outs.append(m)
-        return state, jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs)
+        return self.executor.run(state, x_train, y_train, indices, settings)
 
 
 def own_fosc(metrics: dict, settings: Sequence[AttackSettings]) -> dict:

@@ -29,7 +29,8 @@ from fosc_jax.rundir import checkpoints, config_file, tensorboard
 from fosc_jax.rundir import metrics as metric_files
 from fosc_jax.rundir.lock import WorkdirLock
 from fosc_jax.training import loop
-from fosc_jax.training.group import RunGroup, check_group, own_fosc, run_metrics
+from fosc_jax.training.group import (RunGroup, check_group, own_fosc, run_metrics,
+                                     stack_settings)
 from fosc_jax.training.monitor import (EpochLog, fosc_summary, progress, subset_accuracy,
                                        summary_line)
 from fosc_jax.training.preemption import PreemptionFlag
@@ -44,6 +45,16 @@ class _Run:
     x_eval: np.ndarray
     y_eval: np.ndarray
     events: object = None
+
+
+def pays_on(backend: str) -> bool:
+    """Whether K runs in one program are expected to beat the same runs one after another
+    on ``backend`` (``jax.default_backend()``), for a caller's default. XLA:CPU: no, measured
+    slower (BENCHMARKS.md, "K runs in one program": vmap over the weights makes every
+    convolution a grouped one, which XLA:CPU runs far below K plain ones). Accelerators:
+    yes, expected (one small model leaves most of the chip idle); bench_multirun.py
+    measures it."""
+    return backend != "cpu"
 
 
 def train_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
@@ -161,15 +172,15 @@ def _epochs(group: RunGroup, runs: list, ds: Dataset, states: list, start_epoch:
     for epoch in range(start_epoch, end_epoch):
         per_run = [t.settings_for_epoch(epoch, d)
                    for t, d in zip(group.trainers, defense_states)]
-        settings = group.settings_for_epoch(epoch, defense_states)
+        settings = stack_settings(per_run)
         perm = jnp.stack([_permutation(s, epoch, ds.x_train.shape[0], group.batch_size)
                           for s in states])                      # [K, steps, B]
         state = state.replace(epoch=parallel.replicate(
             jnp.full((group.size,), epoch, jnp.int32), mesh))
         first = skip if epoch == start_epoch else 0
         logs, t0 = [EpochLog() for _ in runs], time.time()
-        bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{end_epoch} ({group.size} runs)",
-                       quiet)
+        bar = progress(steps_per_epoch,
+                       f"epoch {epoch + 1}/{configs[0].num_epochs} ({group.size} runs)", quiet)
         bar.update(first)
         for start in range(first, steps_per_epoch, chunk):
             rows = jnp.swapaxes(perm[:, start:start + chunk], 0, 1)  # [n, K, B]
@@ -248,4 +259,4 @@ def _end_epoch(trainer, run: _Run, state, defense_state: dict, log: EpochLog, ep
     return row, state
 
 
-__all__ = ["train_many"]
+__all__ = ["train_many", "pays_on"]
