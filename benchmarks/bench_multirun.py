@@ -113,8 +113,8 @@ def bench(models: Sequence[str], ks: Sequence[int], *, batch: int, defense: str,
     return result()
 
 
-TABLE_HEADER = ("| model | K | vmapped s/step | sequential s/(K steps) | vmapped img/s | "
-                "sequential img/s | speedup |\n|---|---|---|---|---|---|---|")
+TABLE_HEADER = ("| model | K | vmapped s per K steps | sequential s per K steps | "
+                "vmapped img/s | sequential img/s | speedup |\n|---|---|---|---|---|---|---|")
 
 
 def format_row(row: dict) -> str:
