@@ -120,6 +120,31 @@ def test_a_stop_signal_ends_the_reproduction_not_just_the_current_run(tmp_path, 
                      "--stages", "train,eval"]) == cli.EXIT_STOPPED == 75
 
 
+def test_seed_runs_train_as_one_program_when_asked(tmp_path):
+    """--one-program yes: the unstarted seeds of Standard and Dynamic share one vmapped
+    program (fosc_jax.training.multirun; equality with lone runs is tests/test_multirun.py),
+    each keeping its own run folder and exported model; started runs train alone."""
+    from fosc_jax.reproduce import pipeline
+    runs = tuple(r for r in RUNS if r.name in ("standard_s2", "dynamic_s2", "standard_s3"))
+    out = str(tmp_path / "repro")
+    import dataclasses
+    scale = dataclasses.replace(plan.SCALES["cpu"], **{**plan.SMOKE, "epochs": 1})
+    os.makedirs(pipeline.run_dir(out, runs[2]))
+    with open(os.path.join(pipeline.run_dir(out, runs[2]), "metrics.jsonl"), "w") as f:
+        f.write('{"epoch": 1}\n')           # standard_s3 "started": not grouped
+    groups = pipeline.shared_program_groups(runs, scale, "bundled", out)
+    assert [[r.name for r in g] for g in groups] == [["standard_s2", "dynamic_s2"]]
+    os.remove(os.path.join(pipeline.run_dir(out, runs[2]), "metrics.jsonl"))
+    assert cli.main(["mnist", "--smoke", "--data", "bundled", "--out", out, "--stages",
+                     "train,export", "--runs", "standard_s2,dynamic_s2",
+                     "--one-program", "yes"]) == 0
+    for run in runs[:2]:
+        rows = [json.loads(line) for line in open(os.path.join(out, "runs", run.name,
+                                                               "metrics.jsonl"))]
+        assert len(rows) == 2 and all(r["runs_in_program"] == 2 for r in rows)
+        assert rundir.export_complete(os.path.join(out, "models", run.name))
+
+
 def test_cli_rejects_unknown_runs_in_one_line(capsys):
     assert cli.main(["mnist", "--data", "bundled", "--runs", "standard_s9"]) == 2
     err = capsys.readouterr().err

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "command ends, finished or stopped: all a fresh machine needs to continue")
     p.add_argument("--from-archive", default=None, metavar="FILE",
                    help="first unpack FILE (written by --archive) into the empty output folder")
+    p.add_argument("--one-program", choices=("auto", "yes", "no"), default="auto",
+                   help="train runs that can share one compiled program (the seeds of "
+                        "Standard and Dynamic, the Section 3 sweeps) side by side with jax.vmap; "
+                        "auto: yes on accelerators, no on the CPU, where it measured slower")
     p.add_argument("--smoke", action="store_true",
                    help="shrink the scale to a few hundred images and 2 epochs (tests)")
     return p
@@ -148,10 +152,10 @@ def _check_budget_args(args, out: str) -> Optional[str]:
 
 
 def _run_stages(args, argv, stages, runs, scale, source, out, flag) -> int:
-    from fosc_jax.reproduce import pipeline
     import jax
 
     from fosc_jax import cpu_malloc, parallel
+    from fosc_jax.reproduce import pipeline
     parallel.maybe_initialize_distributed()
     cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())  # this process only
     log = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
@@ -162,8 +166,11 @@ def _run_stages(args, argv, stages, runs, scale, source, out, flag) -> int:
             log(f"stopped by {flag.reason}; rerun the same command to continue")
         return flag()
 
+    from fosc_jax.training.multirun import pays_on
+    together = (args.one_program == "yes"
+                or (args.one_program == "auto" and pays_on(jax.default_backend())))
     if "train" in stages and not pipeline.train_all(runs, scale, source, out, log=log,
-                                                    should_stop=flag):
+                                                    should_stop=flag, together=together):
         stopped()
         return EXIT_STOPPED
     if "export" in stages:

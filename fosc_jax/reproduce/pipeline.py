@@ -107,20 +107,66 @@ def _estimate(runs: Sequence[Run], scale: Scale, out: str) -> Optional[float]:
 
 
 def train_all(runs: Sequence[Run], scale: Scale, source: str, out: str,
-              dataset=None, log=print, should_stop=None) -> bool:
+              dataset=None, log=print, should_stop=None, together: bool = False) -> bool:
     """Train each run to its last epoch (resuming), printing a wall-time estimate as soon as
     the first epoch of the reproduction is measured and after every run.
 
     One stop flag (SIGTERM/SIGINT by default) serves every run: once it is set, the run in
-    progress checkpoints and returns, no further run starts, and this returns False."""
+    progress checkpoints and returns, no further run starts, and this returns False.
+    ``together``: first train the runs that can share one compiled program (not started
+    yet, same study, configs that ``check_group`` accepts: the seeds of Standard and Dynamic,
+    say) as one program (:func:`fosc_jax.training.multirun.train_many`)."""
     from fosc_jax.training import PreemptionFlag, train_and_evaluate
 
     flag = should_stop if should_stop is not None else PreemptionFlag()
     try:
+        if together and not _train_groups(runs, scale, source, out, dataset, log, flag):
+            return False
         return _train_runs(runs, scale, source, out, dataset, log, flag, train_and_evaluate)
     finally:
         if should_stop is None:
             flag.restore()
+
+
+def shared_program_groups(runs: Sequence[Run], scale: Scale, source: str,
+                          out: str) -> list[list[Run]]:
+    """Groups of two or more unstarted runs, per study, whose configs can share one program
+    (all of the study's, else its Standard and Dynamic runs); the rest train one by one."""
+    from fosc_jax.errors import ConfigError
+    from fosc_jax.training.group import check_group
+
+    groups = []
+    for study in dict.fromkeys(r.study for r in runs):
+        fresh = [r for r in runs if r.study == study and r.role != "demo"
+                 and not epochs_done(run_dir(out, r))]
+        for candidate in (fresh, [r for r in fresh if r.defense in ("standard", "dynamic")]):
+            if len(candidate) < 2:
+                continue
+            try:
+                check_group([run_config(r, scale, source) for r in candidate], loads_data=False)
+            except ConfigError:
+                continue
+            groups.append(candidate)
+            break
+    return groups
+
+
+def _train_groups(runs, scale, source, out, dataset, log, flag) -> bool:
+    from fosc_jax.training.multirun import train_many
+
+    for group in shared_program_groups(runs, scale, source, out):
+        record_provenance(out, "train_commit")
+        log(f"[train] {len(group)} runs in one program: {', '.join(r.name for r in group)}")
+        t0 = time.time()
+        train_many([run_config(r, scale, source) for r in group],
+                   [run_dir(out, r) for r in group], dataset=dataset, should_stop=flag)
+        if _stopped(flag):
+            log("[train] stopped by a signal or the time budget; rerun the same command to "
+                "resume")
+            return False
+        export_all(group, scale, out, log=log)
+        log(f"[train] {len(group)} runs done in {time.time() - t0:.0f} s")
+    return True
 
 
 def _stopped(flag) -> bool:
