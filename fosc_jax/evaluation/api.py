@@ -12,6 +12,7 @@ from fosc_jax.classifier import Classifier
 from fosc_jax.config import config_get
 from fosc_jax.data.subset import eval_subset_indices
 from fosc_jax.evaluation import honesty as honesty_lib
+from fosc_jax.evaluation.convergence import convergence_report
 from fosc_jax.evaluation.suite import (DEFAULT_ATTACKS, Suite, accuracy_entry, attack_spec,
                                        check_inputs, data_placement, timed, worst_case)
 from fosc_jax.evaluation.tables import defense_label, write_results
@@ -87,7 +88,8 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     batch_size, num_devices), ``attacks`` (settings used), ``clean``, ``white_box[name]``,
     ``worst_case`` (per example over clean and all attacks), ``black_box`` (or None),
     ``eps_sweep``, ``restart``, ``large_eps``, ``class_share``, ``honesty`` ({z,
-    restart_margin, warnings}) and ``seconds``; accuracies as {accuracy, correct, n}.
+    restart_margin, warnings}), ``convergence`` (per gradient attack, the final box-aware
+    FOSC of its robust points, see ``evaluation.convergence``) and ``seconds``; accuracies as {accuracy, correct, n}.
     The PGD/CW step is eps/4 (the paper's evaluation), not the training config's step.
     """
     if not isinstance(classifier, Classifier):
@@ -115,13 +117,16 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     pred, seconds["clean"] = timed(suite.predict)
     per_example["clean"] = pred == y
     white: dict[str, dict] = {}
+    final_fosc: dict[str, tuple] = {}  # the convergence report's inputs
     for spec in specs:
         out, seconds[spec.name] = timed(suite.attack, spec, eps)
         per_example[spec.name] = out["correct"]
+        final_fosc[spec.name] = (out["fosc_box"], out["correct"], spec.loss)
         white[spec.name] = accuracy_entry(out["correct"])
     aa = (aa_runner.run_autoattack(suite, aa_names, eps, per_example["clean"],
                                    autoattack_budget) if aa_names else None)
     if aa:
+        final_fosc.update(aa["final_fosc"])
         per_example.update(aa["per_example"])
         white.update(aa["white_box"])
         seconds.update(aa["seconds"])
@@ -136,7 +141,8 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
                     else None),
         class_share=float(np.bincount(y).max() / len(y)),
         black_box=None, eps_sweep=[], restart=None, large_eps=None, honesty=None,
-        autoattack=aa["autoattack"] if aa else None)
+        autoattack=aa["autoattack"] if aa else None,
+        convergence=convergence_report(final_fosc, per_example["clean"]))
     record["label"] = defense_label(record["defense"], record["name"])
 
     if surrogate is not None:
