@@ -85,8 +85,23 @@ def test_tau_summary_and_files(tmp_path):
     assert m["recall_at_tau"] == pytest.approx((flagged & pe["overestimated"]).sum()
                                                / pe["overestimated"].sum())
     assert m["separation"]["fosc_box"]["auc"] > 0.8  # separable by construction
+    assert set(m["separation"]) == set(cs.SCORES) | {"fosc_box_minus_loss",
+                                                     "fosc_box_minus_neg_margin"}
     md = cs.markdown(summary)
     assert md.count("\n| a |") + md.count("\n| b |") == 2
     cs.histogram(results, str(tmp_path / "h.png"), tau)
     assert os.path.getsize(tmp_path / "h.png") > 1000
     json.dumps(summary)  # JSON-friendly
+
+
+def test_auc_difference_is_paired():
+    rng = np.random.default_rng(5)
+    labels = rng.random(120) < 0.3
+    a = rng.normal(labels * 1.5, 1.0)
+    b = a + rng.normal(0, 0.3, 120)  # nearly the same ranking: a tight paired interval
+    d = cs.bootstrap_auc_difference(a, b, labels, 500, seed=1)
+    assert d["diff"] == pytest.approx(_pairs_auc(a, labels) - _pairs_auc(b, labels))
+    assert d["low"] <= d["diff"] <= d["high"]
+    lo_a, hi_a = cs.bootstrap_auc(a, labels, 500, seed=1)
+    assert d["high"] - d["low"] < (hi_a - lo_a)  # pairing cancels the shared noise
+    assert cs.bootstrap_auc_difference(a, b, np.zeros(120, bool)) is None

@@ -66,6 +66,28 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, num_resamples: int = 2
     return float(np.quantile(aucs, alpha)), float(np.quantile(aucs, 1.0 - alpha))
 
 
+def bootstrap_auc_difference(a: np.ndarray, b: np.ndarray, labels: np.ndarray,
+                             num_resamples: int = 2000, seed: int = 0, level: float = 0.95
+                             ) -> Optional[dict]:
+    """AUC(a) - AUC(b) of two scores of the same examples, with a paired stratified
+    percentile bootstrap interval (the same resampled examples score both); None when a
+    class is empty."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    labels = np.asarray(labels, bool)
+    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
+    if pos.size == 0 or neg.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    lab = np.concatenate([np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+    diffs = np.empty(num_resamples)
+    for i in range(num_resamples):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        diffs[i] = roc_auc(a[idx], lab) - roc_auc(b[idx], lab)
+    alpha = (1.0 - level) / 2.0
+    return dict(diff=roc_auc(a, labels) - roc_auc(b, labels),
+                low=float(np.quantile(diffs, alpha)), high=float(np.quantile(diffs, 1 - alpha)))
+
+
 def separation(per_example: Mapping, num_resamples: int = 2000, seed: int = 0) -> dict:
     """AUC and interval of each score in ``SCORES`` on the PGD-20-robust points."""
     surv = np.asarray(per_example["pgd20_robust"], bool)
@@ -76,6 +98,11 @@ def separation(per_example: Mapping, num_resamples: int = 2000, seed: int = 0) -
         ci = bootstrap_auc(s, over, num_resamples, seed)
         out[name] = dict(auc=roc_auc(s, over), low=None if ci is None else ci[0],
                          high=None if ci is None else ci[1])
+    fb = np.asarray(per_example["fosc_box"], np.float64)[surv]
+    for name in ("loss", "neg_margin"):  # FOSC_box against each baseline, paired
+        base = np.asarray(per_example[name], np.float64)[surv]
+        out[f"fosc_box_minus_{name}"] = bootstrap_auc_difference(fb, base, over,
+                                                                 num_resamples, seed)
     return out
 
 
@@ -146,24 +173,26 @@ def summarise(results: Sequence[Mapping], num_resamples: int = 2000, seed: int =
 def markdown(summary: Mapping) -> str:
     """The summary as a Markdown table."""
     lines = ["| model | n | PGD-20 robust | overestimated | AUC FOSC_box | AUC FOSC | "
-             "AUC loss | AUC -margin | flagged > tau (recall / false-flag rate) |",
-             "|" + "---|" * 9]
+             "AUC loss | AUC -margin | FOSC_box - loss | FOSC_box - margin | "
+             "flagged > tau (recall / false-flag rate) |",
+             "|" + "---|" * 11]
 
-    def cell(s):
-        if s["auc"] is None:
+    def cell(s, key="auc"):
+        if s is None or s[key] is None:
             return "-"
-        return f"{s['auc']:.2f} [{s['low']:.2f}, {s['high']:.2f}]"
+        return f"{s[key]:.2f} [{s['low']:.2f}, {s['high']:.2f}]"
     for m in summary["models"]:
         sep = m["separation"]
+        diffs = [cell(sep.get(f"fosc_box_minus_{k}"), "diff") for k in ("loss", "neg_margin")]
         lines.append(f"| {m['model']} | {m['n']} | {m['pgd20_robust']} | {m['overestimated']} "
-                     f"| " + " | ".join(cell(sep[k]) for k in SCORES)
+                     f"| " + " | ".join([cell(sep[k]) for k in SCORES] + diffs)
                      + f" | {m['flagged']} ({m['recall_at_tau']:.2f} / "
                        f"{m['false_flag_rate']:.2f}) |")
     tau = summary["tau"]
     lines += ["", f"AUC: how well each PGD-20 end-point score ranks the overestimated points "
                   f"(PGD-20-robust, broken by AutoAttack) above those robust to both; "
                   f"[95% stratified percentile bootstrap, {summary['num_resamples']} "
-                  f"resamples]. tau = {'-' if tau is None else f'{tau:.4g}'} (the "
+                  f"resamples; the differences are paired]. tau = {'-' if tau is None else f'{tau:.4g}'} (the "
                   f"{summary['tau_quantile']:g} quantile of FOSC_box over the points robust "
                   f"to both, pooled)."]
     return "\n".join(lines) + "\n"
