@@ -24,7 +24,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 SCORES = ("fosc_box", "fosc", "loss", "neg_margin")
-TAU_QUANTILE = 0.9  # tau: this quantile of c_box over the points robust to both attacks
+TAU_QUANTILE = 0.9  # tau: median over models of this quantile of c_box (robust to both)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
@@ -141,12 +141,16 @@ def measure_model(model_dir: str, data_dir: str, num_examples: Optional[int], *,
 
 
 def choose_tau(results: Sequence[Mapping], quantile: float = TAU_QUANTILE) -> Optional[float]:
-    """The ``quantile`` of c_box over the points robust to both attacks, pooled over models."""
-    vals = [np.asarray(r["per_example"]["fosc_box"])[
-        np.asarray(r["per_example"]["pgd20_robust"], bool)
-        & ~np.asarray(r["per_example"]["overestimated"], bool)] for r in results]
-    vals = np.concatenate(vals) if vals else np.zeros(0)
-    return float(np.quantile(vals, quantile)) if vals.size else None
+    """The median over models of each model's ``quantile`` of c_box over its points robust to
+    both attacks (a median, so one model on another FOSC scale does not set it)."""
+    per_model = []
+    for r in results:
+        vals = np.asarray(r["per_example"]["fosc_box"])[
+            np.asarray(r["per_example"]["pgd20_robust"], bool)
+            & ~np.asarray(r["per_example"]["overestimated"], bool)]
+        if vals.size:
+            per_model.append(float(np.quantile(vals, quantile)))
+    return float(np.median(per_model)) if per_model else None
 
 
 def summarise(results: Sequence[Mapping], num_resamples: int = 2000, seed: int = 0) -> dict:
@@ -194,7 +198,7 @@ def markdown(summary: Mapping) -> str:
                   f"[95% stratified percentile bootstrap, {summary['num_resamples']} "
                   f"resamples; the differences are paired]. tau = {'-' if tau is None else f'{tau:.4g}'} (the "
                   f"{summary['tau_quantile']:g} quantile of FOSC_box over the points robust "
-                  f"to both, pooled)."]
+                  f"to both, median over the models)."]
     return "\n".join(lines) + "\n"
 
 
