@@ -57,7 +57,8 @@ def checkpoint_windows(num_steps: int) -> np.ndarray:
 
 def _single_run(logits_fn: LogitsFn, loss_fn: Callable[[Array], Array], x0: Array, y: Array,
                 key: Array, eps_b: Array, active: Array, num_steps: int, rho: float):
-    """One APGD run from a random start; returns (fooled [B], first adversarial x, steps)."""
+    """One APGD run from a random start; returns (fooled [B], first adversarial x, steps,
+    best-loss iterate)."""
     batch, ndim = x0.shape[0], x0.ndim
     lower, upper = jnp.maximum(x0 - eps_b, 0.0), jnp.minimum(x0 + eps_b, 1.0)
     windows = jnp.asarray(checkpoint_windows(num_steps))
@@ -116,7 +117,7 @@ def _single_run(logits_fn: LogitsFn, loss_fn: Callable[[Array], Array], x0: Arra
         return (s["i"] < num_steps) & jnp.any(active & ~s["fooled"])
 
     final = jax.lax.while_loop(cond, body, init)
-    return final["fooled"], final["x_found"], final["i"]
+    return final["fooled"], final["x_found"], final["i"], final["x_best"]
 
 
 def apgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
@@ -165,19 +166,22 @@ def apgd(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,
             loss_fn = lambda z: dlr_loss(z, y)  # noqa: E731
         else:
             loss_fn = lambda z: cross_entropy(z, y)  # noqa: E731
-        fooled, found, steps = _single_run(logits_fn, loss_fn, x0, y,
-                                           jax.random.fold_in(key, r), eps_b, s["robust"],
-                                           num_steps, float(rho))
+        fooled, found, steps, best = _single_run(logits_fn, loss_fn, x0, y,
+                                                 jax.random.fold_in(key, r), eps_b,
+                                                 s["robust"], num_steps, float(rho))
         newly = s["robust"] & fooled
         bmask = newly.reshape((-1,) + (1,) * (x0.ndim - 1))
+        attacked = s["robust"].reshape(bmask.shape)
         return dict(r=r + 1, robust=s["robust"] & ~fooled,
-                    x_adv=jnp.where(bmask, found, s["x_adv"]), iters=s["iters"] + steps)
+                    x_adv=jnp.where(bmask, found, s["x_adv"]), iters=s["iters"] + steps,
+                    x_best=jnp.where(attacked, best, s["x_best"]))
 
     final = jax.lax.while_loop(
         lambda s: (s["r"] < num_runs) & jnp.any(s["robust"]), run,
-        dict(r=jnp.int32(0), robust=robust0, x_adv=x0, iters=jnp.int32(0)))
+        dict(r=jnp.int32(0), robust=robust0, x_adv=x0, iters=jnp.int32(0), x_best=x0))
     return AutoAttackResult(x_adv=jax.lax.stop_gradient(final["x_adv"]),
-                            robust=final["robust"], iterations=final["iters"])
+                            robust=final["robust"], iterations=final["iters"],
+                            x_best=jax.lax.stop_gradient(final["x_best"]))
 
 
 def apgd_ce(logits_fn: LogitsFn, x0: Array, y: Array, key: Array, *, eps: Scalar,

@@ -29,11 +29,15 @@ class AutoAttackResult:
         early exit fired because every example was already misclassified.
       distance: [B] float32 L-inf norm of the smallest adversarial perturbation found (FAB
         only; inf where none was found), else None.
+      x_best: [B, ...] APGD only: each example's highest-loss iterate of the last run that
+        attacked it (the point APGD restarts from; for a robust example, where the attack
+        ended), else None. The convergence report takes its FOSC there.
     """
     x_adv: Array
     robust: Array
     iterations: Array
     distance: Optional[Array] = None
+    x_best: Optional[Array] = None
 
 
 def per_example(value: Scalar, batch: int, ndim: int) -> Array:

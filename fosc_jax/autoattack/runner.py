@@ -25,12 +25,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fosc_jax.autoattack.apgd import apgd
+from fosc_jax.autoattack.dlr import dlr_loss
 from fosc_jax.autoattack.fab import fab_t
 from fosc_jax.autoattack.names import (COMPONENTS, LABELS, NAMES, STANDARD_ORDER,  # noqa: F401
                                        canonical_name)
 from fosc_jax.autoattack.square import square
 from fosc_jax.classifier import Classifier
 from fosc_jax.data.pipeline import unit_float
+from fosc_jax.losses import cross_entropy
+
+# the components whose final FOSC the convergence report gives: (loss name, loss function)
+FOSC_LOSSES = {"apgd-ce": ("ce", cross_entropy), "apgd-dlr": ("dlr", dlr_loss)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +111,12 @@ def _attack_batch(variables, x, y, key, eps, *, model, component, budget, num_cl
     res = _attack(component, budget, num_classes, logits_fn, x, y, key, eps)
     pred = jnp.argmax(logits_fn(res.x_adv), axis=-1).astype(jnp.int32)
     linf = jnp.max(jnp.abs(res.x_adv - x).reshape(x.shape[0], -1), axis=1)
-    return dict(pred=pred, linf=linf)
+    out = dict(pred=pred, linf=linf)
+    if component in FOSC_LOSSES:  # the convergence report: FOSC of its own loss, at x_best
+        from fosc_jax.evaluation.convergence import final_fosc_box
+        out["fosc_box"] = final_fosc_box(logits_fn, res.x_best, x, y, eps,
+                                         FOSC_LOSSES[component][1])
+    return out
 
 
 def _num_classes(suite) -> int:
@@ -116,8 +126,11 @@ def _num_classes(suite) -> int:
 
 
 def run_component(suite, component: str, eps: float, indices: np.ndarray, budget: Budget,
-                  key_name: Optional[str] = None, desc: str = "") -> np.ndarray:
+                  key_name: Optional[str] = None, desc: str = "", return_fosc: bool = False):
     """Correct-after-attack [len(indices)] of ``component`` on ``suite``'s examples ``indices``.
+
+    With ``return_fosc`` (APGD-CE and APGD-DLR only): (correct, final box-aware FOSC of the
+    attack's loss at each example's best iterate [len(indices)]).
 
     The indices are padded to whole batches of ``suite.batch_size`` with copies of the last
     one, which shares the last batch, so the padding never prolongs that batch's early exit.
@@ -126,7 +139,7 @@ def run_component(suite, component: str, eps: float, indices: np.ndarray, budget
     indices = np.asarray(indices, np.int64)
     n = len(indices)
     if n == 0:
-        return np.zeros(0, bool)
+        return (np.zeros(0, bool), np.zeros(0, np.float32)) if return_fosc else np.zeros(0, bool)
     size = suite.batch_size
     padded = np.concatenate([indices, np.repeat(indices[-1:], (-n) % size)])
     fn = functools.partial(_attack_batch, model=suite.classifier.model, component=component,
@@ -140,7 +153,19 @@ def run_component(suite, component: str, eps: float, indices: np.ndarray, budget
                       placement=suite.placement, desc=desc, progress=suite.progress)
     if out["linf"][:n].max(initial=0.0) > eps * (1 + 1e-5) + 1e-6:
         raise RuntimeError(f"{component} left the eps-ball: max L-inf {out['linf'].max()}.")
-    return out["pred"][:n] == suite.y[indices]
+    correct = out["pred"][:n] == suite.y[indices]
+    return (correct, out["fosc_box"][:n]) if return_fosc else correct
+
+
+def _final_fosc(suite, component, eps, idx, plan, desc) -> tuple[np.ndarray, np.ndarray]:
+    """run_component on ``idx`` with the FOSC where the component has one: (correct [len(idx)],
+    FOSC [N], NaN outside ``idx`` or without one)."""
+    fosc = np.full(len(suite.y), np.nan, np.float32)
+    if component not in FOSC_LOSSES:
+        return run_component(suite, component, eps, idx, plan, desc=desc), fosc
+    correct, fosc[idx] = run_component(suite, component, eps, idx, plan, desc=desc,
+                                       return_fosc=True)
+    return correct, fosc
 
 
 def _entry(correct: np.ndarray) -> dict:
@@ -160,7 +185,10 @@ def run_autoattack(suite, names: Sequence[str], eps: float, clean_correct: np.nd
     ``names``: canonical names from ``NAMES``; "autoattack" is the cascade, a component name
     runs that attack alone on every clean-correct point. Returns ``per_example`` (correct
     after each named attack, [N] bool), ``white_box`` ({name: accuracy entry}), ``attacks``
-    (settings per name), ``seconds`` and ``autoattack`` (the cascade's report, or None).
+    (settings per name), ``seconds``, ``autoattack`` (the cascade's report, or None) and
+    ``final_fosc`` ({"apgd-ce" / "apgd-dlr" run alone, "autoattack/apgd-ce" in the cascade:
+    (final box-aware FOSC [N], correct after it [N], loss name)}, the convergence report's
+    inputs).
     """
     plan = get_budget(budget)
     num_classes = _num_classes(suite)
@@ -168,7 +196,7 @@ def run_autoattack(suite, names: Sequence[str], eps: float, clean_correct: np.nd
     clean_correct = np.asarray(clean_correct, bool)
     n = len(clean_correct)
     out: dict[str, Any] = dict(per_example={}, white_box={}, attacks={}, seconds={},
-                               autoattack=None)
+                               autoattack=None, final_fosc={})
     tag = "" if plan.standard else f" [{plan.name} budget: NOT standard]"
     for name in names:
         if name not in NAMES:
@@ -181,8 +209,11 @@ def run_autoattack(suite, names: Sequence[str], eps: float, clean_correct: np.nd
                 t0 = time.perf_counter()
                 idx = np.flatnonzero(robust)
                 desc = f"AutoAttack{tag} {LABELS[component]} eps={eps:.4g} ({len(idx)} robust)"
-                still = run_component(suite, component, eps, idx, plan, desc=desc)
+                still, fosc = _final_fosc(suite, component, eps, idx, plan, desc)
                 robust[idx[~still]] = False
+                if component in FOSC_LOSSES:
+                    out["final_fosc"][f"autoattack/{component}"] = (
+                        fosc, robust.copy(), FOSC_LOSSES[component][0])
                 cascade.append(dict(attack=component, label=LABELS[component],
                                     attacked=int(len(idx)), fooled=int(np.sum(~still)),
                                     robust=_entry(robust),
@@ -198,7 +229,9 @@ def run_autoattack(suite, names: Sequence[str], eps: float, clean_correct: np.nd
             idx = np.flatnonzero(clean_correct)
             desc = f"{LABELS[name]}{tag} eps={eps:.4g}"
             correct = np.zeros(n, bool)
-            correct[idx] = run_component(suite, name, eps, idx, plan, desc=desc)
+            correct[idx], fosc = _final_fosc(suite, name, eps, idx, plan, desc)
+            if name in FOSC_LOSSES:
+                out["final_fosc"][name] = (fosc, correct, FOSC_LOSSES[name][0])
             _log(suite, f"{plan.label(name)}: accuracy {100 * correct.mean():.2f}%")
         out["seconds"][name] = time.perf_counter() - start
         out["per_example"][name] = correct

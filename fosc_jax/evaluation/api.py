@@ -12,6 +12,7 @@ from fosc_jax.classifier import Classifier
 from fosc_jax.config import config_get
 from fosc_jax.data.subset import eval_subset_indices
 from fosc_jax.evaluation import honesty as honesty_lib
+from fosc_jax.evaluation.convergence import convergence_report
 from fosc_jax.evaluation.suite import (DEFAULT_ATTACKS, Suite, accuracy_entry, attack_spec,
                                        check_inputs, data_placement, timed, worst_case)
 from fosc_jax.evaluation.resume import PartialRecords, data_digest, model_identity
@@ -93,7 +94,8 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     batch_size, num_devices), ``attacks`` (settings used), ``clean``, ``white_box[name]``,
     ``worst_case`` (per example over clean and all attacks), ``black_box`` (or None),
     ``eps_sweep``, ``restart``, ``large_eps``, ``class_share``, ``honesty`` ({z,
-    restart_margin, warnings}) and ``seconds``; accuracies as {accuracy, correct, n}.
+    restart_margin, warnings}), ``convergence`` (per gradient attack, the final box-aware
+    FOSC of its robust points, see ``evaluation.convergence``) and ``seconds``; accuracies as {accuracy, correct, n}.
     The PGD/CW step is eps/4 (the paper's evaluation), not the training config's step.
     """
     if not isinstance(classifier, Classifier):
@@ -123,14 +125,20 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
     pred, seconds["clean"] = timed(suite.predict)
     per_example["clean"] = pred == y
     white: dict[str, dict] = {}
+    final_fosc: dict[str, tuple] = {}  # the convergence report's inputs
     for spec in specs:
-        per_example[spec.name], _, seconds[spec.name] = partial.run(
-            spec.name, dict(eps=eps, **spec.settings(eps)),
-            lambda spec=spec: (suite.attack(spec, eps)["correct"], None))
+        def compute(spec=spec):
+            out = suite.attack(spec, eps)
+            return out["correct"], dict(fosc_box=np.asarray(out["fosc_box"], float).tolist())
+        per_example[spec.name], extra, seconds[spec.name] = partial.run(
+            spec.name, dict(eps=eps, **spec.settings(eps)), compute)
+        final_fosc[spec.name] = (np.asarray(extra["fosc_box"], np.float32),
+                                 per_example[spec.name], spec.loss)
         white[spec.name] = accuracy_entry(per_example[spec.name])
     aa = (_autoattack(partial, suite, aa_names, eps, per_example["clean"], autoattack_budget)
           if aa_names else None)
     if aa:
+        final_fosc.update(aa["final_fosc"])
         per_example.update(aa["per_example"])
         white.update(aa["white_box"])
         seconds.update(aa["seconds"])
@@ -145,7 +153,8 @@ def evaluate_classifier(classifier: Classifier, x: Any, y: Any, *,
                     else None),
         class_share=float(np.bincount(y).max() / len(y)),
         black_box=None, eps_sweep=[], restart=None, large_eps=None, honesty=None,
-        autoattack=aa["autoattack"] if aa else None)
+        autoattack=aa["autoattack"] if aa else None,
+        convergence=convergence_report(final_fosc, per_example["clean"]))
     record["label"] = defense_label(record["defense"], record["name"])
 
     if surrogate is not None:
@@ -210,19 +219,24 @@ def _autoattack(partial: PartialRecords, suite: Suite, names: Sequence[str], eps
                 clean: np.ndarray, budget: str) -> dict:
     """run_autoattack's output, one saved partial record per AutoAttack name."""
     out: dict[str, Any] = dict(per_example={}, white_box={}, attacks={}, seconds={},
-                               autoattack=None)
+                               autoattack=None, final_fosc={})
     for name in names:
         def compute(name=name):
             r = aa_runner.run_autoattack(suite, [name], eps, clean, budget)
+            fosc = {k: dict(fosc=np.asarray(f, float).tolist(), correct=np.asarray(c).tolist(),
+                            loss=loss) for k, (f, c, loss) in r["final_fosc"].items()}
             return r["per_example"][name], dict(white_box=r["white_box"][name],
                                                 attacks=r["attacks"][name],
-                                                autoattack=r["autoattack"])
+                                                autoattack=r["autoattack"], final_fosc=fosc)
         correct, extra, out["seconds"][name] = partial.run(
             name, dict(eps=eps, budget=budget), compute)
         out["per_example"][name] = correct
         out["white_box"][name], out["attacks"][name] = extra["white_box"], extra["attacks"]
         if extra["autoattack"] is not None:
             out["autoattack"] = extra["autoattack"]
+        for k, v in extra["final_fosc"].items():
+            out["final_fosc"][k] = (np.asarray(v["fosc"], np.float32),
+                                    np.asarray(v["correct"], bool), v["loss"])
     return out
 
 

@@ -34,6 +34,10 @@ Rules:
                 left robust: the robust accuracy it removes must stay within z * SE + 0.2
                 points (AutoAttack's own 0.2-point alarm, plus noise). Run alone, its accuracy
                 must not fall below the strongest gradient attack's beyond noise.
+  convergence   A gradient attack's robust points whose final box-aware FOSC exceeds tau
+                (``evaluation.convergence``) ended where a first-order step still raised the
+                attack's loss. When they make up more than ``UNCONVERGED_MARGIN`` (1 point)
+                of the accuracy, the number may be too high: a stronger attack may break them.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ DEFAULT_Z = 3.0
 DEFAULT_RESTART_MARGIN = 0.01
 LARGE_EPS = 0.5
 SQUARE_MARGIN = 0.002
+UNCONVERGED_MARGIN = 0.01
 GRADIENT_ATTACKS = ("fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t")
 
 
@@ -202,6 +207,23 @@ def check_square(record: Mapping, z: float = DEFAULT_Z) -> list[dict]:
     return out
 
 
+def check_convergence(record: Mapping, z: float = DEFAULT_Z) -> list[dict]:
+    """Robust points a gradient attack left unconverged (FOSC > tau) must stay under 1 point."""
+    out = []
+    for name, entry in (record.get("convergence") or {}).items():
+        share = entry.get("unconverged_points")
+        if share is None or share <= UNCONVERGED_MARGIN:
+            continue
+        label = record.get("attacks", {}).get(name, {}).get("label", name)
+        frac = entry["unconverged"]["accuracy"]
+        out.append(_warn("convergence",
+                         f"{_pct(frac)} of the points robust to {label} end unconverged "
+                         f"(final FOSC > {entry['tau']:g}), {_pct(share)} of the accuracy: "
+                         f"the number may be too high (try a stronger attack, e.g. AutoAttack).",
+                         attack=name, share=share))
+    return out
+
+
 CHECKS = {
     "large_eps": check_large_eps,
     "eps_monotone": check_eps_monotone,
@@ -210,6 +232,7 @@ CHECKS = {
     "black_box": check_black_box,
     "fgsm_vs_pgd": check_fgsm_vs_pgd,
     "square": check_square,
+    "convergence": check_convergence,
 }
 
 
@@ -230,4 +253,5 @@ def run_checks(record: Mapping, z: float = DEFAULT_Z,
 __all__ = ["DEFAULT_Z", "DEFAULT_RESTART_MARGIN", "LARGE_EPS", "smoothed_se",
            "noise_tolerance", "below_beyond_noise", "check_large_eps", "check_eps_monotone", "check_more_steps",
            "check_restart", "check_black_box", "check_fgsm_vs_pgd", "check_square",
-           "SQUARE_MARGIN", "GRADIENT_ATTACKS", "CHECKS", "run_checks"]
+           "check_convergence", "SQUARE_MARGIN", "UNCONVERGED_MARGIN", "GRADIENT_ATTACKS",
+           "CHECKS", "run_checks"]

@@ -24,8 +24,10 @@ from tqdm.auto import tqdm
 
 from fosc_jax import parallel
 from fosc_jax.attacks import masked_pgd
+from fosc_jax.autoattack.dlr import margin
 from fosc_jax.classifier import Classifier
 from fosc_jax.data.pipeline import unit_float
+from fosc_jax.evaluation.convergence import final_fosc_box
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +175,12 @@ def _attack_batch(craft_vars, score_vars, x, y, key, eps, *, craft_model, score_
     res = masked_pgd(lambda z: _apply(craft_model, craft_vars, z), x, y, key, eps=eps,
                      step_size=eps * spec.step_fraction, max_steps=spec.num_steps,
                      random_start=spec.random_start, loss=spec.loss, kappa=spec.kappa)
-    pred = jnp.argmax(_apply(score_model, score_vars, res.x_adv), axis=-1).astype(jnp.int32)
-    return dict(pred=pred, fosc=res.fosc, loss=res.loss, num_steps=res.num_steps)
+    logits = _apply(score_model, score_vars, res.x_adv)
+    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    fosc_box = final_fosc_box(lambda z: _apply(craft_model, craft_vars, z), res.x_adv, x, y,
+                              eps, spec.loss, spec.kappa)
+    return dict(pred=pred, fosc=res.fosc, fosc_box=fosc_box, loss=res.loss,
+                num_steps=res.num_steps, margin=margin(logits, y))
 
 
 @functools.partial(jax.jit, static_argnames=("craft_model", "score_model", "spec"))
@@ -227,8 +233,10 @@ def make_attack_fn(craft: Classifier, score: Classifier, spec: AttackSpec) -> Ca
     """(craft_vars, score_vars, x, y, key, eps) -> dict of per-example arrays, jitted.
 
     The attack is crafted with ``craft``'s model and scored on ``score``'s (the same model
-    for white-box). Outputs: ``pred`` (score model's class on x_adv), ``fosc``, ``loss``
-    (attack loss on the craft model) and ``num_steps``. Models and spec are static jit
+    for white-box). Outputs: ``pred`` (score model's class on x_adv), ``fosc`` (ball only, as
+    the loop computes it), ``fosc_box`` (box-aware, see ``evaluation.convergence``), ``loss``
+    (attack loss on the craft model), ``num_steps`` and ``margin`` (score model's logit
+    margin z_y - max_{j != y} z_j at x_adv). Models and spec are static jit
     arguments, so equal Flax modules share one compiled program across calls.
     """
     return functools.partial(_attack_batch, craft_model=craft.model, score_model=score.model,

@@ -17,6 +17,7 @@ import numpy as np
 from fosc_jax.autoattack.runner import LABELS as AA_LABELS, NAMES as AA_NAMES
 from fosc_jax.config import config_get
 from fosc_jax.defenses import DEFENSES
+from fosc_jax.evaluation.convergence import convergence_columns, convergence_notes
 from fosc_jax.evaluation.suite import ATTACKS
 
 
@@ -63,7 +64,12 @@ def _columns(records: Sequence[Mapping]) -> list[tuple[str, str, tuple]]:
             cols.append((f"BB {spec.label}", f"bb_{name}", ("black_box", "attacks", name)))
     if any(r.get("worst_case") for r in records):
         cols.append(("worst case", "worst_case", ("worst_case",)))
-    return cols
+    return cols + convergence_columns(records, _attack_labels())
+
+
+def _attack_labels() -> dict[str, str]:
+    return {**{n: s.label for n, s in ATTACKS.items()}, **AA_LABELS,
+            "autoattack/apgd-ce": "AA's APGD-CE"}
 
 
 def _fmt(entry: Any) -> str:
@@ -105,6 +111,7 @@ def markdown_table(records: Sequence[Mapping]) -> str:
                               for c in aa["cascade"])
             lines.append(f"- {label} AutoAttack ({aa['description']}), robust accuracy after "
                          f"each attack: {steps}")
+    lines += convergence_notes(labels, records, _attack_labels())
     for label, r in zip(labels, records):
         for w in (r.get("honesty") or {}).get("warnings", []):
             lines.append(f"- WARNING {label} [{w['check']}]: {w['message']}")
