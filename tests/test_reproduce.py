@@ -46,13 +46,17 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
     args = ["mnist", "--scale", "paper", "--smoke", "--data", "bundled", "--out", out]
     # Every stage but AutoAttack (its attacks and runner have their own tests; compiling them
     # for mnist_cnn would add a minute to CI).
-    assert cli.main(args + ["--stages", "train,export,eval,section3,report"]) == 0
+    assert cli.main(args + ["--stages", "train,export,eval,section3,convergence,report"]) == 0
     first = capsys.readouterr().out
     assert "first epoch took" in first and "training left" in first
     text = open(os.path.join(out, "RESULTS.md")).read()
     assert "| Dynamic |" in text
     assert "## Black-box accuracy" in text and "python -m fosc_jax.reproduce mnist --scale paper" in text
     assert "## Section 3: convergence quality against robustness" in text
+    conv = json.load(open(os.path.join(out, "eval", "convergence", "dynamic_s0.json")))
+    assert conv["n"] == 20 and conv["budget"] == "cpu"     # the defense model only
+    assert not os.path.exists(os.path.join(out, "eval", "convergence", "surrogate.json"))
+    assert "## FOSC as an evaluation diagnostic" in text
     assert "### The paper's claims at this scale" in text
     for name in ("s3_pgd", "s3_fgsm_pgd"):   # cross-tested on their own subset
         rec = json.load(open(os.path.join(out, "eval", "section3", f"{name}.json")))

@@ -119,7 +119,10 @@ def measure_model(model_dir: str, data_dir: str, num_examples: Optional[int], *,
 
     clf = load_classifier(model_dir)
     eps = float(eps if eps is not None else config_get(clf.config, "attack.eps"))
-    ds = load_dataset("files:" + os.fspath(data_dir), config_get(clf.config, "data.name"))
+    source = os.fspath(data_dir)   # a folder, or a source ("bundled", "files:DIR", "tfds")
+    if source not in ("bundled", "tfds") and not source.startswith("files:"):
+        source = "files:" + source
+    ds = load_dataset(source, config_get(clf.config, "data.name"))
     idx = eval_subset_indices(len(ds.y_test), num_examples, data_seed)
     suite = Suite(clf, ds.x_test[idx], ds.y_test[idx], batch_size=batch_size, seed=seed,
                   progress=progress)

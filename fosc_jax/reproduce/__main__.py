@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 # Exit status of a reproduction stopped by SIGTERM/SIGINT (checkpointed; rerun to resume):
 # EX_TEMPFAIL, so a scheduler or a script retries instead of taking it for success.
 EXIT_STOPPED = 75
-STAGES = ("train", "export", "eval", "autoattack", "section3", "report")
+STAGES = ("train", "export", "eval", "autoattack", "section3", "convergence", "report")
 
 
 def _default_data() -> str:
@@ -185,6 +185,8 @@ def _run_stages(args, argv, stages, runs, scale, source, out, flag) -> int:
     if "section3" in stages:
         from fosc_jax.reproduce import section3
         section3.evaluate_section3(runs, scale, ds, out, log=log, stop=flag)
+    if "convergence" in stages:
+        pipeline.convergence_all(runs, scale, source, out, log=log, stop=flag)
     if stopped():
         return EXIT_STOPPED
     if "report" in stages:

@@ -352,3 +352,23 @@ def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
         log(f"[autoattack] {run.name}: {rec['white_box']['autoattack']['accuracy']:.4f} "
             f"(n={len(y)}, {scale.autoattack_budget} budget, {rec['eval_seconds']:.0f} s)")
     return records
+
+
+def convergence_all(runs: Sequence[Run], scale: Scale, source: str, out: str, log=print,
+                    stop=_never) -> Optional[dict]:
+    """Does PGD-20's final FOSC tell where AutoAttack finds more? The measurement of
+    :mod:`fosc_jax.evaluation.convergence_study` on every exported defense model (Unsecured
+    has no robust point), into OUT/eval/convergence (finished models are skipped)."""
+    from fosc_jax.evaluation import convergence_study
+
+    models = [model_dir(out, r) for r in runs if r.role == "defense" and r.study == "table"
+              and r.defense != "unsecured" and rundir.export_complete(model_dir(out, r))]
+    if not models or stop():
+        return None
+    record_provenance(out, "eval_commit")
+    summary = convergence_study.run(models, source, os.path.join(out, "eval", "convergence"),
+                                    scale.convergence_images, budget=scale.convergence_budget,
+                                    batch_size=250)
+    log(f"[convergence] {len(models)} models, n={scale.convergence_images or 10000}, "
+        f"tau {summary['tau']}")
+    return summary

@@ -35,6 +35,10 @@ class Scale:
     autoattack_images: int = 1_000   # test images for AutoAttack (each defense's models):
     autoattack_pool: Optional[int] = 5_000  # the first N of this seeded subset (None: all)
     autoattack_budget: str = "cpu"   # "standard" or "cpu" (labelled NOT standard)
+    # FOSC as an evaluation diagnostic (stage "convergence"): PGD-20 then the standard
+    # AutoAttack on this many seeded test images of every defense model.
+    convergence_images: Optional[int] = 300
+    convergence_budget: str = "standard"
     # The paper's Section 3 (Figures 2 and 3) trains 10 runs, several with 20-40 attack
     # steps (about 20 Standard runs of work), so it has its own, smaller budget.
     s3_train_images: Optional[int] = 6_000
@@ -60,12 +64,13 @@ SCALES = {
                    sweep_images=10_000, figure_images=10_000, eval_per_epoch=1_000,
                    demo_epochs=5, about="the paper's full settings; meant for one GPU",
                    autoattack_images=10_000, autoattack_budget="standard", autoattack_pool=None,
+                   convergence_images=None,
                    s3_train_images=None, s3_epochs=PAPER_EPOCHS, s3_test_images=None),
 }
 # --smoke shrinks any scale to this (CI runs it on the bundled MNIST subset).
 SMOKE = dict(train_images=128, epochs=2, test_images=100, sweep_images=50, figure_images=50,
              eval_per_epoch=20, demo_epochs=1, autoattack_images=20, autoattack_budget="cpu",
-             autoattack_pool=100,
+             autoattack_pool=100, convergence_images=20, convergence_budget="cpu",
              s3_train_images=128, s3_epochs=2, s3_test_images=50)
 
 

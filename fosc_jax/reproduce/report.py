@@ -231,6 +231,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
     if summary:
         L += ["", f"**Verdict.** {summary}"]
     L += claims.section3_lines(all_runs, s3_runs, scale, out, records, s3_records, comparisons)
+    L += _convergence_lines(out)
     L += ["", "## Honesty checks", ""]
     for name, rec in records.items():
         warns = (rec.get("honesty") or {}).get("warnings") or []
@@ -273,6 +274,23 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
 
 README_START = "<!-- reproduction table: start (written by python -m fosc_jax.reproduce) -->"
 README_END = "<!-- reproduction table: end -->"
+
+
+def _convergence_lines(out: str) -> list[str]:
+    """The FOSC-as-diagnostic measurement (stage convergence), when it has run."""
+    folder = os.path.join(out, "eval", "convergence")
+    path = os.path.join(folder, "summary.md")
+    if not os.path.exists(path):
+        return ["", "## FOSC as an evaluation diagnostic", "",
+                "Not measured yet (stage `convergence`)."]
+    with open(path) as f:
+        body = f.read().strip()
+    return ["", "## FOSC as an evaluation diagnostic", "",
+            "Does PGD-20's final (box-aware) FOSC mark the robust points where AutoAttack "
+            "then finds an adversarial example? ROC AUC with bootstrap intervals, FOSC against "
+            "the final loss and the logit margin (docs/fosc_evaluation.md explains the method "
+            "and the choice of tau).", "", body, "",
+            "![FOSC histogram](eval/convergence/fosc_histogram.png)"]
 
 
 def readme_table(runs: Sequence[Run], records: Mapping, scale: Scale, results_md: str,
