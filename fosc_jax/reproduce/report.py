@@ -200,7 +200,9 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
          f"{scale.epochs / 11:.2f} epochs |",
          "| eps, PGD-10 step eps/4 with random start, batch 128, SGD momentum 0.9, weight decay 1e-4 | 0.3 | same |",
          "| BatchNorm in the training attack | not stated (released code: inference mode) | inference mode (see the collapse section) |",
-         f"| test images | 10,000 | {n_test:,} (seeded random subset; n beside every number) |",
+         f"| test images | 10,000 | {n_test:,} "
+         f"({'all' if scale.test_images is None else 'a seeded random subset'}; n beside every "
+         "number: a record scored earlier on another n shows its own) |",
          "| evaluation attacks | FGSM; PGD-10/20 step eps/4, random start; CW-inf kappa 50, 30 steps | same |",
          "| black-box | ResNet-50 for CIFAR; defense architecture for MNIST, Standard AT | the MNIST CNN trained with Standard AT, seed 100 |",
          "",
