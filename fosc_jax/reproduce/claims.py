@@ -29,7 +29,8 @@ def section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
           + (f", i.e. {2.77 * sd:.1f} points." if sd is not None else "."), ""]
     L += section3.section3_lines(s3_runs, scale, out, s3_records)
     points = section3.claim_points(all_runs, out, records, s3_records)
-    rows, answer = section3.claim_rows(points)
+    adv = section3.rank_advantage(points)     # the bootstrap, once for both tables
+    rows, answer = section3.claim_rows(points, adv)
     L += ["", "### Does the last epoch's FOSC predict final robustness better than the loss?", "",
           "Every run with a training attack, FOSC samples and a final PGD-20 number "
           f"({len(points)} runs: the seed runs on the full test set, the Section 3 runs on their "
@@ -40,7 +41,7 @@ def section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
         L += ["", f"**Answer.** {answer}"]
     L += ["", "### The paper's claims at this scale", "",
           "| claim | paper | ours | holds at this scale? |", "|---|---|---|---|"]
-    L += _claims_table(s3_runs, s3_records, comparisons, points, sd)
+    L += _claims_table(s3_runs, s3_records, comparisons, points, sd, adv)
     return L
 
 
@@ -54,7 +55,7 @@ def _called(gap: float, sd: Optional[float]) -> Optional[bool]:
     return None if sd is None else abs(gap) > 2.77 * sd
 
 
-def _claims_table(s3_runs, s3, comparisons, points, sd) -> list[str]:
+def _claims_table(s3_runs, s3, comparisons, points, sd, adv) -> list[str]:
     rows = []
     c = next((c for c in comparisons if c.label == "PGD-20"), None)
     if c is not None and c.difference is not None:
@@ -90,12 +91,9 @@ def _claims_table(s3_runs, s3, comparisons, points, sd) -> list[str]:
                     f"(Figure 3) | comparable or better | FGSM-then-PGD {fgsm:.1f} vs PGD {pgd:.1f} "
                     f"({gap:+.1f}) | {holds}"
                     + (" (within seed noise)" if called is False else "") + " |")
-    if len(points) >= 4 and np.ptp([p.pgd20 for p in points]) > 0:
+    if adv is not None:
         r = stats.spearman([p.fosc_mean for p in points], [p.pgd20 for p in points])
         rl = stats.spearman([p.loss_mean for p in points], [p.pgd20 for p in points])
-        adv = section3.bootstrap_rank_advantage([p.fosc_mean for p in points],
-                                                [p.loss_mean for p in points],
-                                                [p.pgd20 for p in points])
         holds = stats.verdict(adv, null=0.0, above="yes", below="no",
                               n=f"{len(points)} runs")
         rows.append(f"| Final FOSC tracks robustness; the loss does not (Figure 2) | lower FOSC, "

@@ -165,8 +165,20 @@ def bootstrap_rank_advantage(a: Sequence[float], b: Sequence[float], y: Sequence
                           f"percentile bootstrap over runs, {len(draws)} resamples")
 
 
-def claim_rows(points: Sequence[ClaimPoint]) -> tuple[list[str], Optional[str]]:
-    """Markdown rows of the rank correlations with PGD-20 and the plain answer."""
+def rank_advantage(points: Sequence[ClaimPoint]) -> Optional[stats.Interval]:
+    """|rho(FOSC mean, PGD-20)| - |rho(loss mean, PGD-20)| over the runs with its bootstrap
+    interval; None with fewer than 4 runs or one PGD-20 value for all."""
+    y = [p.pgd20 for p in points]
+    if len(points) < 4 or np.ptp(y) == 0:
+        return None
+    return bootstrap_rank_advantage([p.fosc_mean for p in points],
+                                    [p.loss_mean for p in points], y)
+
+
+def claim_rows(points: Sequence[ClaimPoint], adv: Optional[stats.Interval] = None
+               ) -> tuple[list[str], Optional[str]]:
+    """Markdown rows of the rank correlations with PGD-20 and the plain answer (``adv``:
+    :func:`rank_advantage` of ``points`` when the caller has it already)."""
     if len(points) < 4:
         return [f"(needs >= 4 runs with FOSC samples and PGD-20; have {len(points)})"], None
     y = [p.pgd20 for p in points]
@@ -183,7 +195,7 @@ def claim_rows(points: Sequence[ClaimPoint]) -> tuple[list[str], Optional[str]]:
             continue
         r = stats.spearman(v, y)
         lines.append(f"| {name} | {r.rho:+.2f} | {r.p_value:.3g} | {r.n} |")
-    adv = bootstrap_rank_advantage(feats["FOSC mean"], feats["loss mean"], y)
+    adv = adv if adv is not None else rank_advantage(points)
     better = stats.verdict(adv, null=0.0, above="yes: FOSC ranks the runs better",
                            below="no: the loss ranks the runs better",
                            n=f"{len(points)} runs")
