@@ -52,10 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of the budget kept for the last checkpoint and the archive "
                         "(default 60)")
     p.add_argument("--archive", default=None, metavar="FILE",
-                   help="pack the output folder into FILE (.tar.gz, at most 16 MiB) when the "
-                        "command ends, finished or stopped: all a fresh machine needs to continue")
+                   help="pack the output folder into FILE (.tar.gz volumes of at most 16 MiB: "
+                        "FILE, then FILE.TAG.part2 ... beside it) when the command ends, "
+                        "finished or stopped: all a fresh machine needs to continue")
+    p.add_argument("--archive-volumes", type=int, default=1, metavar="N",
+                   help="most volumes --archive may write (default 1); a command whose archive "
+                        "would need more at its largest is refused before it trains")
     p.add_argument("--from-archive", default=None, metavar="FILE",
-                   help="first unpack FILE (written by --archive) into the empty output folder")
+                   help="first unpack FILE and its volumes (written by --archive) into the "
+                        "empty output folder; a missing or damaged volume is refused first")
+    p.add_argument("--check-only", action="store_true",
+                   help="check the flags, the data, the --from-archive volumes and the "
+                        "archive's projected size, then exit (0: all is well) without computing")
     p.add_argument("--one-program", choices=("auto", "yes", "no"), default="auto",
                    help="train runs that can share one compiled program (the seeds of "
                         "Standard and Dynamic, the Section 3 sweeps) side by side with jax.vmap; "
@@ -98,11 +106,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     source = "bundled" if data == "bundled" else f"files:{os.path.abspath(data)}"
     out = args.out or os.path.join("results", f"mnist_{scale.name}")
+    from fosc_jax.reproduce import archive
     problem = _check_budget_args(args, out)
+    if not problem and args.archive:
+        from fosc_jax.reproduce.archive_size import refusal
+        problem = refusal(runs, scale, source, out, args.one_program, args.archive_volumes,
+                          archive.volume_bytes())
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    from fosc_jax.reproduce import archive
+    if args.check_only:
+        return 0
     from fosc_jax.reproduce.budget import StopFlag
     flag = StopFlag(args.time_budget, args.time_margin)
     if args.from_archive:
@@ -114,9 +128,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         flag.restore()
     if args.archive:
-        size = archive.pack(out, args.archive)
-        print(f"packed {out} into {args.archive} ({size / 2 ** 20:.1f} MiB); continue with "
-              f"--from-archive {args.archive} in a fresh folder", flush=True)
+        try:
+            packed = archive.pack(out, args.archive, archive.volume_bytes(), args.archive_volumes)
+        except archive.ArchiveError as err:
+            print(f"error: --archive: {err} Everything stays in {out}.", file=sys.stderr)
+            return 1
+        print(f"packed {out} into {packed.describe()}; continue with --from-archive "
+              f"{args.archive} in a fresh folder", flush=True)
     return code
 
 
@@ -135,6 +153,8 @@ def _command(args) -> str:
 def _check_budget_args(args, out: str) -> Optional[str]:
     """One line saying what is wrong with the budget/archive flags, or None."""
     import math
+
+    from fosc_jax.reproduce import archive
     if args.time_budget is not None and not (math.isfinite(args.time_budget)
                                              and args.time_budget > 0):
         return f"--time-budget: {args.time_budget} is not a positive number of seconds"
@@ -146,8 +166,18 @@ def _check_budget_args(args, out: str) -> Optional[str]:
         if os.path.isdir(out) and os.listdir(out):
             return (f"--from-archive: the output folder {out!r} is not empty; unpack into a "
                     "fresh folder (--out NEW), or drop --from-archive to continue in place")
+        problem = archive.check_set(args.from_archive)
+        if problem:
+            return f"--from-archive: {problem}"
     if args.archive and os.path.isdir(args.archive):
         return f"--archive: {args.archive!r} is a folder; give a file name such as run.tar.gz"
+    if args.archive_volumes < 1:
+        return f"--archive-volumes: {args.archive_volumes} is not a whole number >= 1"
+    if args.archive:
+        try:
+            archive.volume_bytes()
+        except archive.ArchiveError as err:
+            return str(err)
     return None
 
 
