@@ -9,8 +9,12 @@
 #      bfloat16 step is finite) and stops if a check fails;
 #   3. records the step benchmark's rows for BENCHMARKS.md (skip with FOSC_JAX_BENCH=0);
 #   4. runs the reproduction under a wall-time budget, continuing from ARCHIVE if given;
-#   5. leaves at most 8 files of at most 16 MiB in OUTDIR: archive.tar.gz (pass it back as
-#      ARCHIVE next time), RESULTS.md, device_check.json, bench_step.json, run.log.
+#   5. leaves at most 8 files of at most 16 MiB in OUTDIR: the archive's volumes
+#      (archive.tar.gz, then archive.tar.gz.TAG.part2 ... beside it: pass archive.tar.gz back
+#      as ARCHIVE next time, its parts beside it), RESULTS.md, device_check.json,
+#      bench_step.json, run.log. That leaves 4 volumes (5 with FOSC_JAX_BENCH=0); a
+#      reproduction whose archive would need more is refused before the device check (one
+#      line naming the largest contributors), as is an ARCHIVE whose volumes are incomplete.
 #
 # Settings (environment):
 #   FOSC_JAX_BUDGET      seconds for the reproduction (default 420; the whole script stays
@@ -19,6 +23,7 @@
 #   FOSC_JAX_MNIST_DIR   the four MNIST IDX files (default: bundled subset is NOT used)
 #   FOSC_JAX_WHEELHOUSE  folder of wheels for missing packages (default: wheelhouse/)
 #   FOSC_JAX_BENCH       0 skips the benchmark; "quick" runs its smoke size
+#   FOSC_JAX_ARCHIVE_VOLUME_BYTES  volume size (default 16 MiB; the tests force a small one)
 #
 # The wheelhouse, built once on a machine with network for the host's Python (3.12 here):
 #   pip download --only-binary=:all: --python-version 3.12 --no-deps -d wheelhouse \
@@ -32,6 +37,10 @@ REPRO_ARGS=${FOSC_JAX_REPRODUCE:-"mnist --scale paper"}
 WHEELS=${FOSC_JAX_WHEELHOUSE:-wheelhouse}
 BENCH=${FOSC_JAX_BENCH:-1}
 PY=${PYTHON:-python3}
+# OUTDIR holds at most 8 files: run.log, device_check.json, RESULTS.md, bench_step.json
+# (unless the benchmark is skipped), and the archive's volumes in the rest.
+VOLUMES=4
+[ "$BENCH" = 0 ] && VOLUMES=5
 
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
@@ -42,10 +51,27 @@ export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 say() { echo "$(date +%H:%M:%S) $*" | tee -a "$LOG"; }
 
 say "accelerator run: budget ${BUDGET}s, reproduce ${REPRO_ARGS}, archive in: ${ARCHIVE:-none}"
+FROM=()
+[ -n "$ARCHIVE" ] && FROM=(--from-archive "$ARCHIVE")
+# shellcheck disable=SC2086
+REPRO=("$PY" -m fosc_jax.reproduce $REPRO_ARGS --out "$WORK/repro" --readme none
+       --time-budget "$BUDGET" --archive "$OUTDIR/archive.tar.gz" --archive-volumes "$VOLUMES"
+       "${FROM[@]}")
 if ! "$PY" -c "import ml_collections" 2>/dev/null; then
     [ -d "$WHEELS" ] || { say "error: ml-collections is missing and no wheelhouse at $WHEELS"; exit 2; }
     "$PY" -m pip install -q --no-index --find-links "$WHEELS" "ml-collections>=1.0,<2" >>"$LOG" 2>&1
     say "installed ml-collections from $WHEELS"
+fi
+
+# Flags, the incoming volumes and the archive's projected size, before any compute.
+if ! ERR=$("${REPRO[@]}" --check-only 2>&1 >>"$LOG"); then
+    echo "$ERR" >>"$LOG"
+    LINE=$(echo "$ERR" | grep '^error:' | tail -n 1)
+    case "$LINE:$VOLUMES" in
+        "error: --archive-volumes:"*:4) LINE="$LINE (FOSC_JAX_BENCH=0 leaves room for 5)" ;;
+    esac
+    say "${LINE:-error: the check of the reproduction failed (see run.log)}"
+    exit 2
 fi
 
 say "device check"
@@ -59,18 +85,14 @@ case "$BENCH" in
            --no-torch --json "$OUTDIR/bench_step.json" >>"$LOG" 2>&1 ;;
 esac
 
-FROM=()
-[ -n "$ARCHIVE" ] && FROM=(--from-archive "$ARCHIVE")
 say "reproduce"
 set +e
-# shellcheck disable=SC2086
-"$PY" -m fosc_jax.reproduce $REPRO_ARGS --out "$WORK/repro" --readme none \
-    --time-budget "$BUDGET" --archive "$OUTDIR/archive.tar.gz" "${FROM[@]}" >>"$LOG" 2>&1
+"${REPRO[@]}" >>"$LOG" 2>&1
 CODE=$?
 set -e
 [ -f "$WORK/repro/RESULTS.md" ] && cp "$WORK/repro/RESULTS.md" "$OUTDIR/RESULTS.md"
 case $CODE in
     0) say "done: the reproduction finished" ;;
-    75) say "stopped at the budget: continue with tools/accelerator_run.sh OUTDIR $OUTDIR/archive.tar.gz" ;;
-    *) say "error: the reproduction exited $CODE (see run.log)"; exit $CODE ;;
+    75) say "stopped at the budget: continue with tools/accelerator_run.sh NEW_OUTDIR $OUTDIR/archive.tar.gz (its volumes beside it)" ;;
+    *) say "error: the reproduction exited $CODE: $(grep '^error:' "$LOG" | tail -n 1 | cut -c 8-) (see run.log)"; exit $CODE ;;
 esac
