@@ -105,19 +105,17 @@ def layout(payload: str, path: str, volume_bytes: int) -> Layout:
             raise VolumeError(f"a volume of {volume_bytes} bytes cannot hold the manifest.")
 
 
-def _write_tmp(folder: str, parts: list[tuple[Optional[bytes], str, int, int]]) -> str:
-    """A temporary file in ``folder`` holding the given (prefix, payload, offset, length)."""
+def _write_tmp(folder: str, head: bytes, payload: str, offset: int, length: int) -> str:
+    """A temporary file in ``folder``: ``head``, then ``length`` bytes of ``payload`` from
+    ``offset``, flushed to disk."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_volume_")
-    with os.fdopen(fd, "wb") as out:
-        for prefix, payload, offset, length in parts:
-            if prefix:
-                out.write(prefix)
-            with open(payload, "rb") as src:
-                src.seek(offset)
-                while length > 0:
-                    block = src.read(min(_BLOCK, length))
-                    out.write(block)
-                    length -= len(block)
+    with os.fdopen(fd, "wb") as out, open(payload, "rb") as src:
+        out.write(head)
+        src.seek(offset)
+        while length > 0:
+            block = src.read(min(_BLOCK, length))
+            out.write(block)
+            length -= len(block)
         out.flush()
         os.fsync(out.fileno())
     return tmp
@@ -130,11 +128,11 @@ def commit(lay: Layout, payload: str, path: str) -> list[str]:
     written, temps = [], []
     try:
         for name, offset, length in lay.chunks[1:]:
-            temps.append(_write_tmp(folder, [(None, payload, offset, length)]))
+            temps.append(_write_tmp(folder, b"", payload, offset, length))
             os.replace(temps[-1], os.path.join(folder, name))
             written.append(os.path.join(folder, name))
         _, offset, length = lay.chunks[0]
-        temps.append(_write_tmp(folder, [(lay.head, payload, offset, length)]))
+        temps.append(_write_tmp(folder, lay.head, payload, offset, length))
         os.replace(temps[-1], path)
     finally:
         for tmp in temps:
