@@ -4,9 +4,10 @@ Runs one of the paper's experiments end to end. mnist: trains Unsecured, Standar
 Curriculum, Dynamic (5 seeds), a separately seeded Standard-AT surrogate, a short run without
 the eps-0.3 collapse remedy and the ten runs of the paper's Section 3; evaluates them
 white-box, black-box and with AutoAttack; cross-tests the Section 3 models; writes the seed
-statistics; exports the final models, draws the figures and writes OUT/RESULTS.md. Rerun the
-same command after any interruption: finished runs, exports and evaluations are skipped,
-training resumes.
+statistics. cifar: trains Unsecured, Standard, Curriculum, Dynamic and a naturally trained
+ResNet-50 surrogate; evaluates them white-box and black-box. Both export the final models,
+draw the figures and write OUT/RESULTS.md. Rerun the same command after any interruption:
+finished runs, exports and evaluations are skipped, training resumes.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               for e in EXPERIMENTS.values()))
     p.add_argument("--runs", default=None,
                    help="comma-separated subset of the runs to work on (default: all); "
-                        "names as in fosc_jax/reproduce/plan.py")
+                        "names as in fosc_jax/reproduce/plan.py (mnist) and cifar_plan.py")
     p.add_argument("--readme", default="README.md",
                    help="README whose reproduction table (between its markers) is rewritten "
                         "with the results; skipped when the file has no markers")
