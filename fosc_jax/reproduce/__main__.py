@@ -1,12 +1,13 @@
 """python -m fosc_jax.reproduce mnist --scale cpu --out results/mnist_cpu
 
-Runs the paper's MNIST experiment end to end: trains Unsecured, Standard (5 seeds),
-Curriculum, Dynamic (5 seeds), a separately seeded Standard-AT surrogate, a short run
-without the eps-0.3 collapse remedy and the ten runs of the paper's Section 3; exports the
-final models; evaluates them white-box and black-box, and with AutoAttack; cross-tests the
-Section 3 models; draws the figures; writes OUT/RESULTS.md with the seed statistics. Rerun
-the same command after any interruption: finished runs, exports and evaluations are skipped,
-training resumes.
+Runs one of the paper's experiments end to end. mnist: trains Unsecured, Standard (5 seeds),
+Curriculum, Dynamic (5 seeds), a separately seeded Standard-AT surrogate, a short run without
+the eps-0.3 collapse remedy and the ten runs of the paper's Section 3; evaluates them
+white-box, black-box and with AutoAttack; cross-tests the Section 3 models; writes the seed
+statistics. cifar: trains Unsecured, Standard, Curriculum, Dynamic and a naturally trained
+ResNet-50 surrogate; evaluates them white-box and black-box. Both export the final models,
+draw the figures and write OUT/RESULTS.md. Rerun the same command after any interruption:
+finished runs, exports and evaluations are skipped, training resumes.
 """
 from __future__ import annotations
 
@@ -19,29 +20,32 @@ from typing import Optional, Sequence
 # Exit status of a reproduction stopped by SIGTERM/SIGINT (checkpointed; rerun to resume):
 # EX_TEMPFAIL, so a scheduler or a script retries instead of taking it for success.
 EXIT_STOPPED = 75
-STAGES = ("train", "export", "eval", "autoattack", "section3", "convergence", "report")
-
-
-def _default_data() -> str:
-    return os.environ.get("FOSC_JAX_MNIST_DIR", "")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fosc_jax.reproduce.plan import SCALES
+    from fosc_jax.reproduce.experiments import EXPERIMENTS
     p = argparse.ArgumentParser(prog="python -m fosc_jax.reproduce",
                                 description=__doc__.split("\n\n")[1].replace("\n", " "))
-    p.add_argument("experiment", choices=["mnist"], help="the paper's table to reproduce")
-    p.add_argument("--scale", choices=sorted(SCALES), default="cpu",
-                   help="; ".join(f"{k}: {v.about}" for k, v in SCALES.items()))
-    p.add_argument("--out", default=None, help="output folder (default results/mnist_SCALE)")
+    p.add_argument("experiment", choices=sorted(EXPERIMENTS),
+                   help="the paper's experiment to reproduce")
+    p.add_argument("--scale", choices=sorted({s for e in EXPERIMENTS.values() for s in e.scales}),
+                   default="cpu", help="; ".join(f"{e.name} {k}: {v.about}"
+                                                 for e in EXPERIMENTS.values()
+                                                 for k, v in e.scales.items()))
+    p.add_argument("--out", default=None,
+                   help="output folder (default results/EXPERIMENT_SCALE)")
     p.add_argument("--data", default=None,
-                   help="folder with the four MNIST IDX files (default $FOSC_JAX_MNIST_DIR), "
-                        "or 'bundled' for the 2,000-image subset shipped in the package")
-    p.add_argument("--stages", default=",".join(STAGES),
-                   help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+                   help="; ".join(f"{e.name}: {e.data_help} (default ${e.data_env})"
+                                  + (", or 'bundled' for the 2,000-image subset shipped in the "
+                                     "package" if e.bundled else "")
+                                  for e in EXPERIMENTS.values()))
+    p.add_argument("--stages", default=None,
+                   help="comma-separated subset of the experiment's stages (default: all of "
+                        "them); " + "; ".join(f"{e.name}: {','.join(e.stages)}"
+                                              for e in EXPERIMENTS.values()))
     p.add_argument("--runs", default=None,
                    help="comma-separated subset of the runs to work on (default: all); "
-                        "names as in fosc_jax/reproduce/plan.py")
+                        "names as in fosc_jax/reproduce/plan.py (mnist) and cifar_plan.py")
     p.add_argument("--readme", default="README.md",
                    help="README whose reproduction table (between its markers) is rewritten "
                         "with the results; skipped when the file has no markers")
@@ -76,36 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import dataclasses
 
-    from fosc_jax.reproduce.plan import RUNS, SCALES, SMOKE
+    from fosc_jax.reproduce.experiments import EXPERIMENTS
 
     args = build_parser().parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in stages if s not in STAGES]
-    if bad:
-        print(f"error: --stages: unknown {bad}; accepted: {','.join(STAGES)}", file=sys.stderr)
+    exp = EXPERIMENTS[args.experiment]
+    stages, runs, problem = _choose(exp, args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    runs = RUNS
-    if args.runs is not None:
-        wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
-        unknown = [r for r in wanted if r not in {run.name for run in RUNS}]
-        if unknown or not wanted:
-            print(f"error: --runs: unknown {unknown or 'empty list'}; accepted: "
-                  f"{','.join(r.name for r in RUNS)}", file=sys.stderr)
-            return 2
-        runs = tuple(r for r in RUNS if r.name in wanted)
-    scale = SCALES[args.scale]
+    scale = exp.scales[args.scale]
     if args.smoke:
-        scale = dataclasses.replace(scale, name=f"{scale.name}-smoke", **SMOKE)
-    data = args.data if args.data is not None else _default_data()
-    if not data:
-        print("error: --data: no MNIST folder given and $FOSC_JAX_MNIST_DIR is not set; pass "
-              "--data DIR (the four IDX files, .gz or not) or --data bundled", file=sys.stderr)
-        return 2
-    if data != "bundled" and not os.path.isdir(data):
-        print(f"error: --data: {data!r} is not a folder", file=sys.stderr)
+        scale = dataclasses.replace(scale, name=f"{scale.name}-smoke", **exp.smoke)
+    data = args.data if args.data is not None else os.environ.get(exp.data_env, "")
+    problem = _check_data(exp, data)
+    if problem:
+        print(f"error: --data: {problem}", file=sys.stderr)
         return 2
     source = "bundled" if data == "bundled" else f"files:{os.path.abspath(data)}"
-    out = args.out or os.path.join("results", f"mnist_{scale.name}")
+    out = args.out or os.path.join("results", f"{exp.name}_{scale.name}")
     from fosc_jax.reproduce import archive
     problem = _check_budget_args(args, out)
     if not problem and args.archive:
@@ -124,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"unpacked {n} files from {args.from_archive} into {out}", flush=True)
     os.makedirs(out, exist_ok=True)
     try:
-        code = _run_stages(args, argv, stages, runs, scale, source, out, flag)
+        code = _run_stages(args, exp, stages, runs, scale, source, out, flag)
     finally:
         flag.restore()
     if args.archive:
@@ -138,13 +130,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return code
 
 
+def _choose(exp, args) -> tuple[list, tuple, Optional[str]]:
+    """The stages and runs asked for, checked against what ``exp`` offers; (stages, runs,
+    None), or a line saying what is wrong."""
+    stages = ([s.strip() for s in args.stages.split(",") if s.strip()]
+              if args.stages is not None else list(exp.stages))
+    bad = [s for s in stages if s not in exp.stages]
+    if bad or not stages:
+        return [], (), (f"--stages: unknown {bad or 'empty list'} for {exp.name}; accepted: "
+                        f"{','.join(exp.stages)}")
+    if args.scale not in exp.scales:
+        return [], (), (f"--scale: {exp.name} has no scale {args.scale!r}; accepted: "
+                        f"{','.join(exp.scales)}")
+    if args.runs is None:
+        return stages, exp.runs, None
+    wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = [r for r in wanted if r not in {run.name for run in exp.runs}]
+    if unknown or not wanted:
+        return [], (), (f"--runs: unknown {unknown or 'empty list'} for {exp.name}; accepted: "
+                        f"{','.join(r.name for r in exp.runs)}")
+    return stages, tuple(r for r in exp.runs if r.name in wanted), None
+
+
+def _check_data(exp, data: str) -> Optional[str]:
+    """What is wrong with the data location ``data`` for ``exp`` (None: nothing)."""
+    if not data:
+        return (f"no {exp.title} data given and ${exp.data_env} is not set; pass --data DIR "
+                f"({exp.data_help})" + (" or --data bundled" if exp.bundled else ""))
+    if data == "bundled":
+        return None if exp.bundled else (f"{exp.title} has no bundled subset; pass --data DIR "
+                                         f"({exp.data_help})")
+    if os.path.isdir(data) or (not exp.bundled and os.path.isfile(data)
+                               and data.endswith(".npz")):
+        return None
+    return f"{data!r} is not a folder" + ("" if exp.bundled else " or an .npz file")
+
+
 def _command(args) -> str:
     """The command that regenerates this output, as RESULTS.md quotes it: the data folder as
     the environment variable and the output folder as given when relative, so no path of
     this machine is written."""
+    from fosc_jax.reproduce.experiments import EXPERIMENTS
     parts = ["python -m fosc_jax.reproduce", args.experiment, "--scale", args.scale]
     parts += ["--smoke"] if args.smoke else []
-    parts += ["--data", "bundled" if args.data == "bundled" else '"$FOSC_JAX_MNIST_DIR"']
+    env = EXPERIMENTS[args.experiment].data_env
+    parts += ["--data", "bundled" if args.data == "bundled" else f'"${env}"']
     if args.out and not os.path.isabs(args.out):
         parts += ["--out", args.out]
     return " ".join(parts)
@@ -181,15 +211,16 @@ def _check_budget_args(args, out: str) -> Optional[str]:
     return None
 
 
-def _run_stages(args, argv, stages, runs, scale, source, out, flag) -> int:
+def _run_stages(args, exp, stages, runs, scale, source, out, flag) -> int:
     import jax
 
     from fosc_jax import cpu_malloc, parallel
-    from fosc_jax.reproduce import pipeline
+    from fosc_jax.reproduce import extra_stages, pipeline
     parallel.maybe_initialize_distributed()
     cpu_malloc.keep_freed_memory_on_cpu(jax.default_backend())  # this process only
     log = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
-    log(f"reproduce mnist, scale {scale.name}: {scale.train_images or 60000} training images, "
+    log(f"reproduce {exp.name}, scale {scale.name}: "
+        f"{scale.train_images or exp.schedule.train_images} training images, "
         f"{scale.epochs} epochs, {scale.test_images or 10000} test images -> {out}")
     def stopped() -> bool:
         if flag():
@@ -207,16 +238,16 @@ def _run_stages(args, argv, stages, runs, scale, source, out, flag) -> int:
         pipeline.export_all(runs, scale, out, log=log)
     if {"eval", "autoattack", "section3", "report"} & set(stages):
         from fosc_jax.data import load_dataset
-        ds = load_dataset(source, "mnist")
+        ds = load_dataset(source, exp.dataset)
     if "eval" in stages:
         pipeline.evaluate_all(runs, scale, ds, out, log=log, stop=flag)
     if "autoattack" in stages:
-        pipeline.autoattack_all(runs, scale, ds, out, log=log, stop=flag)
+        extra_stages.autoattack_all(runs, scale, ds, out, log=log, stop=flag)
     if "section3" in stages:
         from fosc_jax.reproduce import section3
         section3.evaluate_section3(runs, scale, ds, out, log=log, stop=flag)
     if "convergence" in stages:
-        pipeline.convergence_all(runs, scale, source, out, log=log, stop=flag)
+        extra_stages.convergence_all(runs, scale, source, out, log=log, stop=flag)
     if stopped():
         return EXIT_STOPPED
     if "report" in stages:

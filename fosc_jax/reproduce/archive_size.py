@@ -130,12 +130,13 @@ def refusal(runs, scale, source: str, out: str, one_program: str, max_volumes: i
     import jax
 
     from fosc_jax import parallel
-    from fosc_jax.reproduce.plan import run_config
+    from fosc_jax.reproduce.pipeline import experiment_of
     from fosc_jax.training.multirun import pays_on
     parallel.maybe_initialize_distributed()   # before the first use of a JAX backend
     together = one_program == "yes" or (one_program == "auto"
                                         and pays_on(jax.default_backend()))
-    top = {t: peak([[run_bytes(r.name, run_config(r, scale, source)) for r in group]
+    config = experiment_of(runs).config
+    top = {t: peak([[run_bytes(r.name, config(r, scale, source)) for r in group]
                     for group in training_order(runs, scale, source, out, t)])
            for t in {together, False}}
     need = volumes_needed(top[together].size, volume_bytes)

@@ -36,6 +36,17 @@ def plot_density_overlay(samples: Mapping[str, Mapping[int, np.ndarray]], path: 
     return figures._save(fig, path)
 
 
+def first_runs(runs: Sequence[Run], defenses: Sequence[str]) -> dict[str, Run]:
+    """{run name: run}: the first defense run (in ``runs`` order) of each of ``defenses``,
+    in the order of ``defenses`` (the seed-0 runs the figures draw)."""
+    found = {}
+    for defense in defenses:
+        run = next((r for r in runs if r.defense == defense and r.role == "defense"), None)
+        if run is not None:
+            found[run.name] = run
+    return found
+
+
 def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mapping,
                  log=print) -> dict[str, str]:
     """Every figure of the reproduction into OUT/figures; returns {file name: caption}."""
@@ -43,14 +54,15 @@ def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mappi
     fig_dir = os.path.join(out, "figures")
     made: dict[str, str] = {}
     by_name = {r.name: r for r in runs}
+    exp = pipeline.experiment_of(runs)
     x, y, _ = pipeline.test_subset(ds, scale.figure_images, seed=2)
-    for name in ("dynamic_s0", "standard_s0"):
-        if name not in by_name or not os.path.exists(
-                os.path.join(pipeline.model_dir(out, by_name[name]), rundir.EXPORT_FILE)):
+    for name, run in first_runs(runs, ("dynamic", "standard")).items():
+        if not os.path.exists(os.path.join(pipeline.model_dir(out, run), rundir.EXPORT_FILE)):
             continue
-        clf = rundir.load_classifier(pipeline.model_dir(out, by_name[name]))
+        clf = rundir.load_classifier(pipeline.model_dir(out, run))
         eps = float(clf.config.attack.eps)
-        data = rep.fosc_accuracy_data(clf, x, y, eps=eps, batch_size=500, progress=False)
+        data = rep.fosc_accuracy_data(clf, x, y, eps=eps, batch_size=exp.eval_batch,
+                                      progress=False)
         hi = 0.1
         bins = rep.fosc_bins(data["fosc"], data["correct"], data["loss"], hi=hi)
         note = ""
@@ -63,7 +75,7 @@ def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mappi
                                title=f"{name}: PGD-10 test examples, n={len(y)}, bins over "
                                      f"[0, {hi:.3g}]")
         made[f] = (f"Figure 1a ({name}): accuracy and mean loss of {len(y)} PGD-10 test "
-                   f"examples (eps {eps:g}) in 20 FOSC bins; {bins['outside']} fall outside."
+                   f"examples (eps {figures.eps_labels([eps])[0]}) in 20 FOSC bins; {bins['outside']} fall outside."
                    + note)
         tr = rep.fosc_trace_data(clf, x, y, eps=eps)
         f = f"fig1b_{name}.png"
@@ -72,10 +84,8 @@ def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mappi
         made[f] = f"Figure 1b ({name}): FOSC and loss against the PGD step, 20 test examples."
 
     dens = {}
-    for name in ("standard_s0", "dynamic_s0"):
-        if name not in by_name:
-            continue
-        wd = pipeline.run_dir(out, by_name[name])
+    for name, run in first_runs(runs, ("standard", "dynamic")).items():
+        wd = pipeline.run_dir(out, run)
         epochs = rep.fosc_epochs(wd) if os.path.isdir(wd) else []
         if epochs:
             pick = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
@@ -92,18 +102,22 @@ def draw_figures(runs: Sequence[Run], scale: Scale, ds, out: str, records: Mappi
         f = "eps_sweep.png"
         figures.plot_eps_sweep(sweeps, os.path.join(fig_dir, f))
         n = next(iter(records.values())).get("eps_sweep_n")
-        made[f] = f"Figure 4a: PGD-10 accuracy against the test eps (trained at 0.3), n={n}."
+        made[f] = (f"Figure 4a: PGD-10 accuracy against the test eps (trained at "
+                   f"{exp.eps_label}), n={n}.")
 
     started = [r for r in runs if pipeline.epochs_done(pipeline.run_dir(out, r))]
+    seed0 = first_runs(started, ("unsecured", "standard", "dynamic", "curriculum"))
     curves = {r.name: rep.read_metrics(pipeline.run_dir(out, r)) for r in started
-              if r.role == "defense" and r.name.endswith(("s0", "unsecured", "curriculum"))}
+              if r.name in seed0}
     f = "training_curves.png"
     figures.plot_training_curves(curves, os.path.join(fig_dir, f))
-    made[f] = "Training curves of the seed-0 runs (per-epoch test numbers on a 500-image subset)."
+    made[f] = ("Training curves of the seed-0 runs (per-epoch test numbers on a "
+               f"{scale.eval_per_epoch}-image subset).")
     demo = [r for r in started if r.role == "demo"]
-    if demo and "standard_s0" in by_name:
+    standard = first_runs(runs, ("standard",))
+    if demo and standard:
         rows = rep.read_metrics(pipeline.run_dir(out, demo[0]))
-        std = rep.read_metrics(pipeline.run_dir(out, by_name["standard_s0"]))
+        std = rep.read_metrics(pipeline.run_dir(out, *standard.values()))
         f = "collapse.png"
         figures.plot_training_curves({"attack BN train mode (no remedy)": rows,
                                       "attack BN inference mode (remedy)": std[:len(rows)]},

@@ -40,10 +40,12 @@ def collapse_section(runs, metrics) -> list[str]:
     return L
 
 
-def outlier_epochs(metrics: Mapping[str, Sequence[Mapping]]) -> list[str]:
+def outlier_epochs(metrics: Mapping[str, Sequence[Mapping]],
+                   explain_curriculum: bool = True) -> list[str]:
     """A note for every epoch whose wall time is over 5x its run's median: epoch seconds are
     wall-clock, so a machine that paused (or a clock that jumped) shows up here, not as
-    compute."""
+    compute. ``explain_curriculum``: add what the MNIST reproduction's slow Curriculum epoch
+    was (a suspended machine)."""
     notes = []
     for name, rows in metrics.items():
         secs = [r.get("seconds", 0.0) for r in rows]
@@ -56,7 +58,7 @@ def outlier_epochs(metrics: Mapping[str, Sequence[Mapping]]) -> list[str]:
         return []
     head = ("Epochs far slower than their run's median (wall-clock times: a pause of the "
             "machine counts too):")
-    if any(n.startswith("- curriculum,") for n in notes):
+    if explain_curriculum and any(n.startswith("- curriculum,") for n in notes):
         head += (" Curriculum's is not compute. Its log shows XLA's slow-compile alarm, due 2 "
                  "minutes into a compile, firing 33 minutes late and 1 s before the compile "
                  "ended; that program (level k = 10) compiles in about 6 s when measured, "

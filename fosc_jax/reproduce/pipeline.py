@@ -16,22 +16,35 @@ from typing import Optional, Sequence
 import numpy as np
 
 from fosc_jax import rundir
-from fosc_jax.reproduce.plan import Run, Scale, run_config
+from fosc_jax.reproduce import experiments
+from fosc_jax.reproduce.experiments import Experiment, run_config
+from fosc_jax.reproduce.plan import Run, Scale
 
 # Relative cost of a run's epoch against a Standard epoch (for the wall-time estimate):
 # Curriculum's k rises from 0 to 10 (about half the steps on average), Unsecured has no attack.
 COST = {"unsecured": 0.2, "curriculum": 0.55}
+# A run of another architecture (the CIFAR surrogate, trained naturally), per epoch against a
+# Standard epoch of the CIFAR CNN: a ResNet-50 forward-backward has about 10 times the CNN's
+# FLOPs (2.47 against 0.24 GFLOP forward), one a step against Standard's 11, yet its epoch
+# measured 4.5 Standard epochs on a 2-core CPU (540 s against 118 s; cifar_plan.SCALES).
+MODEL_COST = {"resnet50": 4.5}
 
 
 def _cost(run: Run, scale: Scale) -> float:
-    """A run's epoch cost in Standard cpu-scale epochs (attack steps and images)."""
+    """A run's epoch cost in Standard cpu-scale epochs (attack steps, images and model)."""
+    if run.model in MODEL_COST:
+        return MODEL_COST[run.model]
     steps = (run.steps or 10) / 10
     if run.study == "section3":
         images = (scale.s3_train_images or 60_000) / (scale.train_images or 60_000)
         return COST.get(run.defense, 1.0) * steps * images
     return COST.get(run.defense, 1.0) * steps
 EVAL_FILE = "{name}.json"
-SWEEP_EPS = (0.1, 0.2, 0.3, 0.4)
+
+
+def experiment_of(runs: Sequence[Run]) -> Experiment:
+    """The experiment of ``runs`` (MNIST for none)."""
+    return experiments.of(runs[0]) if runs else experiments.MNIST
 
 
 def atomic_json(path: str, obj) -> None:
@@ -236,26 +249,24 @@ def _scored_n(path: str) -> int:
         return int(json.load(f)["clean"]["n"])
 
 
-def _never() -> bool:
+def never() -> bool:
     return False
 
 
 def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
-                 progress: bool = False, stop=_never) -> dict:
-    """Every model: white-box (clean, FGSM, PGD-10, PGD-20, CW-inf) with the honesty checks
-    and a PGD-10 eps sweep; then black-box: the same attacks crafted once on the surrogate
-    and scored on every defense. One JSON per model in out/eval; finished ones are skipped."""
-    from fosc_jax.evaluation import honesty
+                 progress: bool = False, stop=never) -> dict:
+    """Every model: white-box (the scale's attacks: clean, FGSM, PGD-10, PGD-20, CW-inf) with
+    the honesty checks and a PGD-10 eps sweep; then black-box: the same attacks crafted once
+    on the surrogate and scored on every defense. One JSON per model in out/eval; finished
+    ones are skipped. A surrogate the experiment scores clean only gets no attack."""
     from fosc_jax.evaluation.api import evaluate_classifier
-    from fosc_jax.evaluation.suite import accuracy_entry, attack_spec, transfer_attack
 
+    runs = [r for r in runs if r.study == "table"]
+    exp = experiment_of(runs)
     x, y, _ = test_subset(ds, scale.test_images)
     xs, ys, _ = test_subset(ds, scale.sweep_images, seed=1)
-    path = lambda run: os.path.join(out, "eval", EVAL_FILE.format(name=run.name))  # noqa: E731
-    partial = lambda run: os.path.join(out, "eval", "white_box_only", f"{run.name}.json")  # noqa: E731
-    runs = [r for r in runs if r.study == "table"]
     for run in runs:   # a record scored on another test set size is redone (and replaced)
-        for p in (path(run), partial(run)):
+        for p in (_eval_path(out, run), _partial_path(out, run)):
             if os.path.exists(p) and _scored_n(p) != len(y):
                 log(f"[eval] {run.name}: scored on {_scored_n(p)} images, not {len(y)}: redone")
                 os.remove(p)
@@ -267,7 +278,8 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
     records, models = {}, {}
     for run in runs:
         models[run.name] = rundir.load_classifier(model_dir(out, run))
-        done = next((p for p in (path(run), partial(run)) if os.path.exists(p)), None)
+        done = next((p for p in (_eval_path(out, run), _partial_path(out, run))
+                     if os.path.exists(p)), None)
         if done is not None:
             with open(done) as f:
                 records[run.name] = json.load(f)
@@ -276,99 +288,69 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
             return records
         record_provenance(out, "eval_commit")  # only when this stage scores something
         t0 = time.time()
-        rec = evaluate_classifier(models[run.name], x, y, batch_size=500, seed=0,
+        attacks = scale.attacks
+        if run.role == "surrogate" and exp.surrogate_attacks is not None:
+            attacks = exp.surrogate_attacks
+        rec = evaluate_classifier(models[run.name], x, y, attacks=attacks,
+                                  batch_size=exp.eval_batch, seed=0, honesty=bool(attacks),
                                   progress=progress)
-        sweep = evaluate_classifier(models[run.name], xs, ys, attacks=(), eps_sweep=SWEEP_EPS,
-                                    batch_size=500, seed=0, honesty=False, progress=progress)
-        rec.update(eps_sweep=sweep["eps_sweep"], eps_sweep_n=int(len(ys)), run=run.name,
+        sweep = (evaluate_classifier(models[run.name], xs, ys, attacks=(),
+                                     eps_sweep=exp.sweep_eps, batch_size=exp.eval_batch,
+                                     seed=0, honesty=False, progress=progress)["eps_sweep"]
+                 if attacks else [])
+        rec.update(eps_sweep=sweep, eps_sweep_n=int(len(ys)) if sweep else 0, run=run.name,
                    role=run.role, eval_seconds=time.time() - t0)
         records[run.name] = rec
         # The surrogate has no black-box entry; the others wait for the transfer pass.
-        atomic_json(path(run) if run.role == "surrogate" else partial(run), rec)
+        atomic_json(_eval_path(out, run) if run.role == "surrogate" else _partial_path(out, run),
+                    rec)
         wb = rec["white_box"]
         log(f"[eval] {run.name}: clean {rec['clean']['accuracy']:.4f} "
             + " ".join(f"{k} {v['accuracy']:.4f}" for k, v in wb.items())
             + f" (n={len(y)}, {rec['eval_seconds']:.0f} s)")
+    _black_box(runs, scale, exp, models, records, x, y, out, log, progress, stop)
+    return records
+
+
+def _eval_path(out: str, run: Run) -> str:
+    return os.path.join(out, "eval", EVAL_FILE.format(name=run.name))
+
+
+def _partial_path(out: str, run: Run) -> str:
+    return os.path.join(out, "eval", "white_box_only", f"{run.name}.json")
+
+
+def _black_box(runs, scale, exp, models, records, x, y, out, log, progress, stop) -> None:
+    """The transfer pass: each attack crafted once on the surrogate, on the first
+    ``scale.blackbox_images`` of the evaluation subset, scored on every defense still
+    without a final record; completes their records (black-box entry, honesty checks)."""
+    from fosc_jax.evaluation import honesty
+    from fosc_jax.evaluation.suite import accuracy_entry, attack_spec, transfer_attack
 
     surrogate = next((r for r in runs if r.role == "surrogate"), None)
-    todo = [r for r in runs if r.role != "surrogate" and not os.path.exists(path(r))]
-    if surrogate is not None and todo and not stop():
-        record_provenance(out, "eval_commit")
-        t0 = time.time()
-        names = list(records[todo[0].name]["white_box"])
-        bb = {r.name: {} for r in todo}
-        for name in names:
-            correct = transfer_attack(models[surrogate.name], [models[r.name] for r in todo],
-                                      x, y, attack_spec(name), float(records[todo[0].name]["eps"]),
-                                      batch_size=500, seed=0, progress=progress)
-            for r, c in zip(todo, correct):
-                bb[r.name][name] = accuracy_entry(c)
-        for r in todo:
-            rec = records[r.name]
-            rec["black_box"] = dict(attacks=bb[r.name], epoch=int(models[surrogate.name].epoch),
-                                    name=models[surrogate.name].config.name)
-            rec["honesty"]["warnings"] = honesty.run_checks(
-                rec, rec["honesty"]["z"], rec["honesty"]["restart_margin"])
-            rec["eval_seconds"] += (time.time() - t0) / len(todo)
-            atomic_json(path(r), rec)
-            os.remove(partial(r)) if os.path.exists(partial(r)) else None
-        log(f"[eval] black-box from {surrogate.name} on {len(todo)} models: "
-            f"{time.time() - t0:.0f} s")
-    return records
-
-
-def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
-                   progress: bool = False, stop=_never) -> dict:
-    """AutoAttack (the standard cascade; the cpu budget at the cpu scale, labelled as not the
-    standard version) on the first ``scale.autoattack_images`` images of the evaluation
-    subset, for every defense model; one JSON per model in out/eval/autoattack."""
-    from fosc_jax.evaluation.api import evaluate_classifier
-
-    x, y, _ = test_subset(ds, scale.autoattack_pool)
-    x, y = x[:scale.autoattack_images], y[:scale.autoattack_images]
-    records = {}
-    for run in runs:
-        if run.role != "defense" or run.study != "table":
-            continue
-        path = os.path.join(out, "eval", "autoattack", f"{run.name}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                records[run.name] = json.load(f)
-            continue
-        if not os.path.exists(os.path.join(model_dir(out, run), rundir.EXPORT_FILE)):
-            log(f"[autoattack] {run.name}: no exported model yet, skipped")
-            continue
-        if stop():
-            return records
-        record_provenance(out, "eval_commit")
-        t0 = time.time()
-        clf = rundir.load_classifier(model_dir(out, run))
-        rec = evaluate_classifier(clf, x, y, attacks=("autoattack",), batch_size=500, seed=0,
-                                  honesty=False, progress=progress,
-                                  autoattack_budget=scale.autoattack_budget)
-        rec.update(run=run.name, eval_seconds=time.time() - t0)
-        atomic_json(path, rec)
-        records[run.name] = rec
-        log(f"[autoattack] {run.name}: {rec['white_box']['autoattack']['accuracy']:.4f} "
-            f"(n={len(y)}, {scale.autoattack_budget} budget, {rec['eval_seconds']:.0f} s)")
-    return records
-
-
-def convergence_all(runs: Sequence[Run], scale: Scale, source: str, out: str, log=print,
-                    stop=_never) -> Optional[dict]:
-    """Does PGD-20's final FOSC tell where AutoAttack finds more? The measurement of
-    :mod:`fosc_jax.evaluation.convergence_study` on every exported defense model (Unsecured
-    has no robust point), into OUT/eval/convergence (finished models are skipped)."""
-    from fosc_jax.evaluation import convergence_study
-
-    models = [model_dir(out, r) for r in runs if r.role == "defense" and r.study == "table"
-              and r.defense != "unsecured" and rundir.export_complete(model_dir(out, r))]
-    if not models or stop():
-        return None
+    todo = [r for r in runs if r.role != "surrogate" and not os.path.exists(_eval_path(out, r))]
+    if surrogate is None or not todo or stop():
+        return
     record_provenance(out, "eval_commit")
-    summary = convergence_study.run(models, source, os.path.join(out, "eval", "convergence"),
-                                    scale.convergence_images, budget=scale.convergence_budget,
-                                    batch_size=250)
-    log(f"[convergence] {len(models)} models, n={scale.convergence_images or 10000}, "
-        f"tau {summary['tau']}")
-    return summary
+    t0 = time.time()
+    n = len(y) if scale.blackbox_images is None else min(scale.blackbox_images, len(y))
+    names = list(records[todo[0].name]["white_box"])
+    bb = {r.name: {} for r in todo}
+    for name in names:
+        correct = transfer_attack(models[surrogate.name], [models[r.name] for r in todo],
+                                  x[:n], y[:n], attack_spec(name),
+                                  float(records[todo[0].name]["eps"]),
+                                  batch_size=exp.eval_batch, seed=0, progress=progress)
+        for r, c in zip(todo, correct):
+            bb[r.name][name] = accuracy_entry(c)
+    for r in todo:
+        rec = records[r.name]
+        rec["black_box"] = dict(attacks=bb[r.name], epoch=int(models[surrogate.name].epoch),
+                                name=models[surrogate.name].config.name)
+        rec["honesty"]["warnings"] = honesty.run_checks(
+            rec, rec["honesty"]["z"], rec["honesty"]["restart_margin"])
+        rec["eval_seconds"] += (time.time() - t0) / len(todo)
+        atomic_json(_eval_path(out, r), rec)
+        os.remove(_partial_path(out, r)) if os.path.exists(_partial_path(out, r)) else None
+    log(f"[eval] black-box from {surrogate.name} on {len(todo)} models (n={n}): "
+        f"{time.time() - t0:.0f} s")

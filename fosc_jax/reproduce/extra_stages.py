@@ -1,0 +1,73 @@
+"""The stages only the MNIST experiment offers (``experiments.MNIST.stages``): AutoAttack
+on every defense model, and FOSC as an evaluation diagnostic (docs/fosc_evaluation.md).
+
+Both skip models already scored, as the other stages do (:mod:`fosc_jax.reproduce.pipeline`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+from fosc_jax import rundir
+from fosc_jax.reproduce.pipeline import (atomic_json, model_dir, never, record_provenance,
+                                         test_subset)
+from fosc_jax.reproduce.plan import Run, Scale
+
+
+def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
+                   progress: bool = False, stop=never) -> dict:
+    """AutoAttack (the standard cascade; the cpu budget at the cpu scale, labelled as not the
+    standard version) on the first ``scale.autoattack_images`` images of the evaluation
+    subset, for every defense model; one JSON per model in out/eval/autoattack."""
+    from fosc_jax.evaluation.api import evaluate_classifier
+
+    x, y, _ = test_subset(ds, scale.autoattack_pool)
+    x, y = x[:scale.autoattack_images], y[:scale.autoattack_images]
+    records = {}
+    for run in runs:
+        if run.role != "defense" or run.study != "table":
+            continue
+        path = os.path.join(out, "eval", "autoattack", f"{run.name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                records[run.name] = json.load(f)
+            continue
+        if not os.path.exists(os.path.join(model_dir(out, run), rundir.EXPORT_FILE)):
+            log(f"[autoattack] {run.name}: no exported model yet, skipped")
+            continue
+        if stop():
+            return records
+        record_provenance(out, "eval_commit")
+        t0 = time.time()
+        clf = rundir.load_classifier(model_dir(out, run))
+        rec = evaluate_classifier(clf, x, y, attacks=("autoattack",), batch_size=500, seed=0,
+                                  honesty=False, progress=progress,
+                                  autoattack_budget=scale.autoattack_budget)
+        rec.update(run=run.name, eval_seconds=time.time() - t0)
+        atomic_json(path, rec)
+        records[run.name] = rec
+        log(f"[autoattack] {run.name}: {rec['white_box']['autoattack']['accuracy']:.4f} "
+            f"(n={len(y)}, {scale.autoattack_budget} budget, {rec['eval_seconds']:.0f} s)")
+    return records
+
+
+def convergence_all(runs: Sequence[Run], scale: Scale, source: str, out: str, log=print,
+                    stop=never) -> Optional[dict]:
+    """Does PGD-20's final FOSC tell where AutoAttack finds more? The measurement of
+    :mod:`fosc_jax.evaluation.convergence_study` on every exported defense model (Unsecured
+    has no robust point), into OUT/eval/convergence (finished models are skipped)."""
+    from fosc_jax.evaluation import convergence_study
+
+    models = [model_dir(out, r) for r in runs if r.role == "defense" and r.study == "table"
+              and r.defense != "unsecured" and rundir.export_complete(model_dir(out, r))]
+    if not models or stop():
+        return None
+    record_provenance(out, "eval_commit")
+    summary = convergence_study.run(models, source, os.path.join(out, "eval", "convergence"),
+                                    scale.convergence_images, budget=scale.convergence_budget,
+                                    batch_size=250)
+    log(f"[convergence] {len(models)} models, n={scale.convergence_images or 10000}, "
+        f"tau {summary['tau']}")
+    return summary
