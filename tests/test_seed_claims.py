@@ -50,3 +50,48 @@ def test_rank_advantage_favours_the_feature_that_orders_robustness():
     assert answer.endswith("yes: FOSC ranks the runs better.")
     assert rows[2].startswith("| FOSC mean | -1.00 |")      # ranks exactly reversed
     assert rows[3].startswith("| FOSC share <= 0.1 | undefined")
+
+
+def _seed_runs(std, dyn):
+    runs, records = [], {}
+    for i, v in enumerate(std):
+        runs.append(Run(f"standard_s{i}", "standard", i))
+        records[f"standard_s{i}"] = _record(97, v)
+    for i, v in enumerate(dyn):
+        runs.append(Run(f"dynamic_s{i}", "dynamic", i))
+        records[f"dynamic_s{i}"] = _record(97, v)
+    return runs, records
+
+
+def test_leave_one_seed_out_names_the_run_a_spread_verdict_rests_on():
+    # Standard is tight except one far-off seed: with it, Dynamic looks "more stable"; the
+    # F interval without it (scipy's F quantiles, computed here) contains 1.
+    std = [66.0, 75.1, 74.6, 75.4, 74.9]
+    dyn = [73.2, 74.0, 73.5, 74.3, 73.1]
+    runs, records = _seed_runs(std, dyn)
+    c = {c.label: c for c in seeds.compare(runs, records)}["PGD-20"]
+    assert c.spread_verdict() == "Dynamic is more stable across seeds"
+    ratio = np.var(dyn, ddof=1) / np.var(std[1:], ddof=1)
+    low = ratio / sps.f.ppf(0.975, 4, 3)
+    high = ratio / sps.f.ppf(0.025, 4, 3)
+    assert low < 1 < high
+    line = next(x for x in seeds.sensitivity_lines([c]) if x.startswith("- PGD-20, spread"))
+    assert "without standard_s0" in line and "rests on single runs" in line
+    assert f"{np.sqrt(ratio):.2f} [{np.sqrt(low):.2f}, {np.sqrt(high):.2f}]" in line
+    assert "but not without standard_s0" in seeds.summary_line([c])
+
+
+def test_leave_one_seed_out_keeps_a_verdict_no_single_run_carries():
+    # Dynamic higher by about 5 points on every seed: any 4 + 5 seeds still say "higher".
+    std = [70.0, 70.5, 69.8, 70.3, 70.1]
+    dyn = [75.2, 74.9, 75.4, 75.0, 75.3]
+    runs, records = _seed_runs(std, dyn)
+    c = {c.label: c for c in seeds.compare(runs, records)}["PGD-20"]
+    assert c.verdict() == "Dynamic is higher"
+    for name, other in seeds.leave_one_out(c):
+        lo = sps.ttest_ind([v for n, v in zip(c.names[1], dyn) if n != name],
+                           [v for n, v in zip(c.names[0], std) if n != name],
+                           equal_var=False).confidence_interval(0.95).low
+        assert lo > 0 and other.verdict() == "Dynamic is higher"
+    assert any("holds with any one of the 10 seeds left out" in x
+               for x in seeds.sensitivity_lines([c]))

@@ -11,9 +11,9 @@ import time
 from typing import Optional, Sequence
 
 from fosc_jax import rundir
-from fosc_jax.reproduce.pipeline import (atomic_json, model_dir, never, record_provenance,
-                                         test_subset)
+from fosc_jax.reproduce.pipeline import atomic_json, model_dir, never, test_subset
 from fosc_jax.reproduce.plan import Run, Scale
+from fosc_jax.reproduce.provenance import record_run, record_stage
 
 
 def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
@@ -39,7 +39,7 @@ def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
             continue
         if stop():
             return records
-        record_provenance(out, "eval_commit")
+        record_run(out, run.name, "autoattack")
         t0 = time.time()
         clf = rundir.load_classifier(model_dir(out, run))
         rec = evaluate_classifier(clf, x, y, attacks=("autoattack",), batch_size=500, seed=0,
@@ -64,7 +64,7 @@ def convergence_all(runs: Sequence[Run], scale: Scale, source: str, out: str, lo
               and r.defense != "unsecured" and rundir.export_complete(model_dir(out, r))]
     if not models or stop():
         return None
-    record_provenance(out, "eval_commit")
+    record_stage(out, "eval_commit")
     summary = convergence_study.run(models, source, os.path.join(out, "eval", "convergence"),
                                     scale.convergence_images, budget=scale.convergence_budget,
                                     batch_size=250)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 from typing import Optional, Sequence
@@ -19,6 +18,7 @@ from fosc_jax import rundir
 from fosc_jax.reproduce import experiments
 from fosc_jax.reproduce.experiments import Experiment, run_config
 from fosc_jax.reproduce.plan import Run, Scale
+from fosc_jax.reproduce.provenance import record_run
 
 # Relative cost of a run's epoch against a Standard epoch (for the wall-time estimate):
 # Curriculum's k rises from 0 to 10 (about half the steps on average), Unsecured has no attack.
@@ -54,36 +54,6 @@ def atomic_json(path: str, obj) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1, default=float)
     os.replace(tmp, path)
-
-
-def git_commit() -> str:
-    """The commit of the code running now (or 'unknown' outside a git checkout)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        head = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def record_provenance(out: str, key: str) -> None:
-    """Append the commit running a stage to OUT/provenance.json (a resumed stage may span
-    several commits; RESULTS.md lists them)."""
-    path = os.path.join(out, "provenance.json")
-    prov = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            prov = json.load(f)
-    commits = prov.get(key, [])
-    commits = [commits] if isinstance(commits, str) else commits
-    if not commits or commits[-1] != git_commit():
-        prov[key] = commits + [git_commit()]
-        atomic_json(path, prov)
 
 
 def run_dir(out: str, run: Run) -> str:
@@ -168,7 +138,8 @@ def _train_groups(runs, scale, source, out, dataset, log, flag) -> bool:
     from fosc_jax.training.multirun import train_many
 
     for group in shared_program_groups(runs, scale, source, out):
-        record_provenance(out, "train_commit")
+        for r in group:
+            record_run(out, r.name, "train")
         log(f"[train] {len(group)} runs in one program: {', '.join(r.name for r in group)}")
         t0 = time.time()
         train_many([run_config(r, scale, source) for r in group],
@@ -194,7 +165,7 @@ def _train_runs(runs, scale, source, out, dataset, log, flag, train_and_evaluate
         if done >= config.num_epochs:
             log(f"[train] {run.name}: finished ({done} epochs), skipped")
             continue
-        record_provenance(out, "train_commit")  # only a stage that trains records its commit
+        record_run(out, run.name, "train")  # only a stage that trains records its commit
         log(f"[train] {run.name}: {run.defense}, seed {run.seed}, epochs {done + 1}.."
             f"{config.num_epochs}, {os.path.relpath(wd, out)}")
         t0 = time.time()
@@ -286,7 +257,7 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
             continue
         if stop():
             return records
-        record_provenance(out, "eval_commit")  # only when this stage scores something
+        record_run(out, run.name, "eval")  # only when this stage scores something
         t0 = time.time()
         attacks = scale.attacks
         if run.role == "surrogate" and exp.surrogate_attacks is not None:
@@ -331,7 +302,8 @@ def _black_box(runs, scale, exp, models, records, x, y, out, log, progress, stop
     todo = [r for r in runs if r.role != "surrogate" and not os.path.exists(_eval_path(out, r))]
     if surrogate is None or not todo or stop():
         return
-    record_provenance(out, "eval_commit")
+    for r in todo:
+        record_run(out, r.name, "eval")
     t0 = time.time()
     n = len(y) if scale.blackbox_images is None else min(scale.blackbox_images, len(y))
     names = list(records[todo[0].name]["white_box"])

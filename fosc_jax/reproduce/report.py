@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 from fosc_jax import rundir
 from fosc_jax.reproduce import claims, data_id, notes, pipeline, section3, seeds, stats
 from fosc_jax.reproduce import readme as readme_lib
-from fosc_jax.reproduce import sections
+from fosc_jax.reproduce import provenance, sections
 from fosc_jax.reproduce.figures import draw_figures
 from fosc_jax.reproduce.plan import Run, Scale
 from fosc_jax.reproduce.sections import ATTACK_LABELS, LABELS, pct
@@ -126,8 +126,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
                for r in all_runs if pipeline.epochs_done(pipeline.run_dir(out, r))}
     cfg = exp.config(next(r for r in exp.runs if r.defense == "dynamic"), scale,
                      f"files:{exp.title}")
-    prov_path = os.path.join(out, "provenance.json")
-    prov = json.load(open(prov_path)) if os.path.exists(prov_path) else {}
+    prov = provenance.read(out)
     train_s = sum(sections.seconds(m) for m in metrics.values())
     eval_s = sum(r.get("eval_seconds", 0.0) for r in records.values())
     label = data_id.data_label(exp.title, exp.dataset, ds)
@@ -146,12 +145,11 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
     L += sections.setup_lines(exp, scale, cfg)
     L += [f"Seeds: {sections.seed_sentence(runs)} (a seed sets initialisation, data order and "
           f"attack noise). "
-          f"Machine: {sections.machine()}. Training: {train_s / 60:.0f} min of epoch time over "
-          f"{len(metrics)} runs; evaluation: {eval_s / 60:.0f} min. Code: training at commit "
-          f"{sections.commits(prov, 'train_commit')}, evaluation at "
-          f"{sections.commits(prov, 'eval_commit')}, this report at {pipeline.git_commit()}.",
-          "",
-          f"## White-box accuracy (%), eps {exp.eps_label}", "",
+          f"Training: {train_s / 60:.0f} min of epoch time over {len(metrics)} runs; "
+          f"evaluation: {eval_s / 60:.0f} min. This report: commit {provenance.git_commit()} "
+          f"on {provenance.machine()} ({provenance.software()}).", ""]
+    L += sections.provenance_lines(prov, [r.name for r in all_runs if r.name in metrics])
+    L += [f"## White-box accuracy (%), eps {exp.eps_label}", "",
           "Each cell: ours (paper; difference in points). Worst case: per example over clean and "
           "all four attacks.", ""]
     L += _white_rows(runs, records, exp.paper_white)
@@ -203,6 +201,8 @@ def _seed_lines(L: list, comparisons) -> Optional[str]:
           "difference. AutoAttack is scored on its own subset (below). The binomial SE of one "
           "model's accuracy is in the white-box table; the seed-to-seed spread is larger.", ""]
     L += seeds.comparison_lines(comparisons)
+    sensitivity = seeds.sensitivity_lines(comparisons)
+    L += [""] + sensitivity if sensitivity else []
     summary = seeds.summary_line(comparisons)
     if summary:
         L += ["", f"**Verdict.** {summary}"]

@@ -20,6 +20,7 @@ import numpy as np
 
 from fosc_jax.reproduce import pipeline, stats
 from fosc_jax.reproduce.plan import Run, Scale
+from fosc_jax.reproduce.provenance import record_run
 
 EVAL_DIR = ("eval", "section3")
 # FOSC mass below this counts as "converged" in the claim's features (the paper's Figure 2
@@ -74,7 +75,7 @@ def evaluate_section3(runs: Sequence[Run], scale: Scale, ds, out: str, log=print
             continue
         if stop():
             return records
-        pipeline.record_provenance(out, "eval_commit")
+        record_run(out, run.name, "eval")
         t0 = time.time()
         clf = rundir.load_classifier(pipeline.model_dir(out, run))
         eps = float(clf.config.attack.eps)

@@ -4,7 +4,6 @@ setup table, the machine and commits, the training table, the discussion and the
 from __future__ import annotations
 
 import math
-import platform
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -23,19 +22,18 @@ def pct(entry: Optional[Mapping]) -> Optional[float]:
     return None if entry is None else 100.0 * entry["accuracy"]
 
 
-def machine() -> str:
-    """The CPU, backend and versions this report was written with."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            model = f"{names[0]} x {len(names)} cores"
-    except OSError:
-        pass
-    import jax
-    return (f"{model}; {jax.default_backend()} backend, {jax.device_count()} device(s); "
-            f"Python {platform.python_version()}, jax {jax.__version__}")
+def provenance_lines(prov: Mapping, names: list[str]) -> list[str]:
+    """Which commit and machine trained and evaluated each run (OUT/provenance.json)."""
+    from fosc_jax.reproduce.provenance import run_sentence
+    lines = [f"- {run_sentence(prov, names, stage, verb)}."
+             for stage, verb in (("train", "trained"), ("eval", "evaluated"),
+                                 ("autoattack", "AutoAttack"))
+             if any(stage in prov.get("runs", {}).get(n, {}) for n in names)]
+    if not lines:
+        return [f"Code: training at commit {commits(prov, 'train_commit')}, evaluation at "
+                f"{commits(prov, 'eval_commit')}.", ""]
+    note = prov.get("note")
+    return ["Code and machines, per run:", ""] + lines + ([f"- {note}"] if note else []) + [""]
 
 
 def commits(prov: Mapping, key: str) -> str:

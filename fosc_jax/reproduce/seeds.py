@@ -25,14 +25,20 @@ def metric(record: Mapping, key: str) -> Optional[float]:
 def seed_values(runs: Sequence[Run], records: Mapping[str, Mapping], defense: str,
                 key: str) -> list[float]:
     """The metric over the seeds of ``defense`` that have a record."""
-    vals = []
+    return list(seed_items(runs, records, defense, key).values())
+
+
+def seed_items(runs: Sequence[Run], records: Mapping[str, Mapping], defense: str,
+               key: str) -> dict[str, float]:
+    """Run name -> the metric, over the seeds of ``defense`` that have a record."""
+    items = {}
     for run in runs:
         if run.defense == defense and run.role == "defense" and run.study == "table":
             rec = records.get(run.name)
             v = None if rec is None else metric(rec, key)
             if v is not None:
-                vals.append(v)
-    return vals
+                items[run.name] = v
+    return items
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +49,7 @@ class Comparison:
     dynamic: list
     difference: Optional[stats.Interval]     # Dynamic - Standard, points
     spread: Optional[stats.Interval]         # sd(Dynamic) / sd(Standard)
+    names: tuple = ((), ())                  # run names of ``standard`` and ``dynamic``
 
     @property
     def n(self) -> str:
@@ -63,24 +70,73 @@ class Comparison:
         return v[0].upper() + v[1:]
 
 
+    def without(self, name: str) -> "Comparison":
+        """The same comparison with the seed run ``name`` left out."""
+        keep = [[(n, v) for n, v in zip(ns, vs) if n != name]
+                for ns, vs in zip(self.names, (self.standard, self.dynamic))]
+        return _comparison(self.label, dict(keep[0]), dict(keep[1]))
+
+
+def leave_one_out(c: Comparison) -> list[tuple[str, Comparison]]:
+    """(left-out run, the comparison without it) for every seed of either defense."""
+    return [(name, c.without(name)) for names in c.names for name in names]
+
+
+def flipping(c: Comparison, verdict) -> list[tuple[str, Comparison]]:
+    """The seeds whose removal changes ``verdict(c)`` (a Comparison method), with the
+    comparison without each."""
+    return [(n, o) for n, o in leave_one_out(c) if verdict(o) != verdict(c)]
+
+
+def sensitivity_lines(comparisons: Sequence[Comparison]) -> list[str]:
+    """For each resolved verdict: does it survive leaving out any one seed? (Five seeds give
+    an interval that one unusual run can move; a verdict that rests on one run says so.)"""
+    lines = []
+    for c in comparisons:
+        for what, verdict, interval in (("difference", Comparison.verdict, "difference"),
+                                        ("spread", Comparison.spread_verdict, "spread")):
+            if getattr(c, interval) is None or verdict(c).startswith("Not resolved"):
+                continue
+            flips = flipping(c, verdict)
+            if not flips:
+                lines.append(f"- {c.label}, {what}: \"{verdict(c)}\" holds with any one of the "
+                             f"{len(c.standard) + len(c.dynamic)} seeds left out.")
+                continue
+            shown = "; ".join(f"without {n}: {_interval(getattr(o, interval))}, "
+                              f"{verdict(o)[0].lower()}{verdict(o)[1:]}" for n, o in flips)
+            lines.append(f"- {c.label}, {what}: \"{verdict(c)}\" rests on single runs ({shown}).")
+    if lines:
+        lines = ["Leave one seed out (each resolved verdict recomputed without each seed in "
+                 "turn):", ""] + lines
+    return lines
+
+
+def _interval(i: Optional[stats.Interval]) -> str:
+    return "-" if i is None else f"{i.estimate:.2f} [{i.low:.2f}, {i.high:.2f}]"
+
+
+def _comparison(label: str, s: Mapping[str, float], d: Mapping[str, float]) -> Comparison:
+    diff = spread = None
+    if len(s) >= 2 and len(d) >= 2:
+        diff = stats.welch_difference(list(d.values()), list(s.values()))
+        try:
+            spread = stats.sd_ratio(list(d.values()), list(s.values()))
+        except ValueError:
+            spread = None
+    return Comparison(label, list(s.values()), list(d.values()), diff, spread,
+                      (tuple(s), tuple(d)))
+
+
 def compare(runs: Sequence[Run], records: Mapping[str, Mapping],
             extra: Mapping[str, Mapping] = {}) -> list[Comparison]:
     """One Comparison per metric; ``extra`` holds AutoAttack records by run name."""
     out = []
     for key, label in METRICS:
         recs = extra if key == "autoattack" else records
-        s = seed_values(runs, recs, "standard", key)
-        d = seed_values(runs, recs, "dynamic", key)
-        if not s and not d:
-            continue
-        diff = spread = None
-        if len(s) >= 2 and len(d) >= 2:
-            diff = stats.welch_difference(d, s)
-            try:
-                spread = stats.sd_ratio(d, s)
-            except ValueError:
-                spread = None
-        out.append(Comparison(label, s, d, diff, spread))
+        s = seed_items(runs, recs, "standard", key)
+        d = seed_items(runs, recs, "dynamic", key)
+        if s or d:
+            out.append(_comparison(label, s, d))
     return out
 
 
@@ -116,5 +172,8 @@ def summary_line(comparisons: Sequence[Comparison]) -> Optional[str]:
     d, r = c.difference, c.spread
     spread = ("" if r is None else f"; seed spread ratio sd(Dynamic)/sd(Standard) "
               f"{r.estimate:.2f} [{r.low:.2f}, {r.high:.2f}]: {c.spread_verdict().lower()}")
+    fragile = [n for n, _ in flipping(c, Comparison.spread_verdict)] if r is not None else []
+    if fragile and not c.spread_verdict().startswith("Not resolved"):
+        spread += f", but not without {' or '.join(fragile)} (leave-one-seed-out)"
     return (f"PGD-20, Dynamic - Standard over {c.n}: {d.estimate:+.2f} points, 95% CI "
             f"[{d.low:+.2f}, {d.high:+.2f}] ({d.method}): {c.verdict().lower()}{spread}.")
