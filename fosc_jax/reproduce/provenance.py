@@ -101,12 +101,15 @@ def record_run(out: str, name: str, stage: str) -> None:
         _write(out, prov)
 
 
-def run_sentence(prov: Mapping, names: list[str], stage: str, verb: str) -> str:
+def run_sentence(prov: Mapping, names: list[str], stage: str, verb: str,
+                 list_missing: bool = True) -> str:
     """'trained at C on M: a, b; at C2 on M2: c' over ``names`` (runs without a record are
-    listed as such)."""
+    listed as such, unless not ``list_missing``)."""
     groups: dict[str, list[str]] = {}
     for name in names:
         entries = prov.get("runs", {}).get(name, {}).get(stage, [])
+        if not entries and not list_missing:
+            continue
         key = " then ".join(f"at {e['commit']} on {e['machine']}" for e in entries) \
             or "with no record"
         groups.setdefault(key, []).append(name)

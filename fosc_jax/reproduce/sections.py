@@ -25,7 +25,8 @@ def pct(entry: Optional[Mapping]) -> Optional[float]:
 def provenance_lines(prov: Mapping, names: list[str]) -> list[str]:
     """Which commit and machine trained and evaluated each run (OUT/provenance.json)."""
     from fosc_jax.reproduce.provenance import run_sentence
-    lines = [f"- {run_sentence(prov, names, stage, verb)}."
+    # AutoAttack runs on the defense models only: the others are not "missing" there.
+    lines = [f"- {run_sentence(prov, names, stage, verb, stage != 'autoattack')}."
              for stage, verb in (("train", "trained"), ("eval", "evaluated"),
                                  ("autoattack", "AutoAttack"))
              if any(stage in prov.get("runs", {}).get(n, {}) for n in names)]
