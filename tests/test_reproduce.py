@@ -82,6 +82,20 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
     assert again.count("finished") == len(runs) and "[eval]" not in again
     assert cli.main(args + ["--stages", "section3"]) == 0
     assert "[section3] s3_" not in capsys.readouterr().out
+    # A defense scored white-box but still waiting for the surrogate's transfer pass (a
+    # piece run without the surrogate) is reported with its numbers and a pending line.
+    pending = os.path.join(out, "eval", "white_box_only")
+    os.makedirs(pending, exist_ok=True)
+    rec = json.load(open(os.path.join(out, "eval", "dynamic_s0.json")))
+    del rec["black_box"]                     # as evaluate_all writes it before the transfer
+    json.dump(rec, open(os.path.join(pending, "dynamic_s0.json"), "w"))
+    os.remove(os.path.join(out, "eval", "dynamic_s0.json"))
+    assert cli.main(args + ["--stages", "report"]) == 0
+    text = open(os.path.join(out, "RESULTS.md")).read()
+    assert "**Black-box pending** for dynamic_s0" in text and "**Partial:**" not in text
+    white = text.split("## White-box accuracy")[1].split("## Black-box accuracy")[0]
+    black = text.split("## Black-box accuracy")[1].split("\n## ")[0]
+    assert "| dynamic_s0 |" in white and "| dynamic_s0 |" not in black
 
 
 def test_section3_runs_follow_the_papers_sweeps():
