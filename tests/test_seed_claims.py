@@ -52,15 +52,14 @@ def test_rank_advantage_favours_the_feature_that_orders_robustness():
     assert rows[3].startswith("| FOSC share <= 0.1 | undefined")
 
 
-def _seed_runs(std, dyn):
+def _pgd20_comparison(std, dyn):
+    """seeds.compare's PGD-20 comparison of Standard seeds ``std`` and Dynamic seeds ``dyn``."""
     runs, records = [], {}
-    for i, v in enumerate(std):
-        runs.append(Run(f"standard_s{i}", "standard", i))
-        records[f"standard_s{i}"] = _record(97, v)
-    for i, v in enumerate(dyn):
-        runs.append(Run(f"dynamic_s{i}", "dynamic", i))
-        records[f"dynamic_s{i}"] = _record(97, v)
-    return runs, records
+    for defense, values in (("standard", std), ("dynamic", dyn)):
+        for i, v in enumerate(values):
+            runs.append(Run(f"{defense}_s{i}", defense, i))
+            records[f"{defense}_s{i}"] = _record(97, v)
+    return {c.label: c for c in seeds.compare(runs, records)}["PGD-20"]
 
 
 def test_leave_one_seed_out_names_the_run_a_spread_verdict_rests_on():
@@ -68,8 +67,7 @@ def test_leave_one_seed_out_names_the_run_a_spread_verdict_rests_on():
     # F interval without it (scipy's F quantiles, computed here) contains 1.
     std = [66.0, 75.1, 74.6, 75.4, 74.9]
     dyn = [73.2, 74.0, 73.5, 74.3, 73.1]
-    runs, records = _seed_runs(std, dyn)
-    c = {c.label: c for c in seeds.compare(runs, records)}["PGD-20"]
+    c = _pgd20_comparison(std, dyn)
     assert c.spread_verdict() == "Dynamic is more stable across seeds"
     ratio = np.var(dyn, ddof=1) / np.var(std[1:], ddof=1)
     low = ratio / sps.f.ppf(0.975, 4, 3)
@@ -85,8 +83,7 @@ def test_leave_one_seed_out_keeps_a_verdict_no_single_run_carries():
     # Dynamic higher by about 5 points on every seed: any 4 + 5 seeds still say "higher".
     std = [70.0, 70.5, 69.8, 70.3, 70.1]
     dyn = [75.2, 74.9, 75.4, 75.0, 75.3]
-    runs, records = _seed_runs(std, dyn)
-    c = {c.label: c for c in seeds.compare(runs, records)}["PGD-20"]
+    c = _pgd20_comparison(std, dyn)
     assert c.verdict() == "Dynamic is higher"
     for name, other in seeds.leave_one_out(c):
         lo = sps.ttest_ind([v for n, v in zip(c.names[1], dyn) if n != name],

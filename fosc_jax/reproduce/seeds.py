@@ -93,16 +93,16 @@ def sensitivity_lines(comparisons: Sequence[Comparison]) -> list[str]:
     an interval that one unusual run can move; a verdict that rests on one run says so.)"""
     lines = []
     for c in comparisons:
-        for what, verdict, interval in (("difference", Comparison.verdict, "difference"),
-                                        ("spread", Comparison.spread_verdict, "spread")):
-            if getattr(c, interval) is None or verdict(c).startswith("Not resolved"):
+        for what, verdict in (("difference", Comparison.verdict),
+                              ("spread", Comparison.spread_verdict)):
+            if getattr(c, what) is None or verdict(c).startswith("Not resolved"):
                 continue
             flips = flipping(c, verdict)
             if not flips:
                 lines.append(f"- {c.label}, {what}: \"{verdict(c)}\" holds with any one of the "
                              f"{len(c.standard) + len(c.dynamic)} seeds left out.")
                 continue
-            shown = "; ".join(f"without {n}: {_interval(getattr(o, interval))}, "
+            shown = "; ".join(f"without {n}: {_interval(getattr(o, what))}, "
                               f"{verdict(o)[0].lower()}{verdict(o)[1:]}" for n, o in flips)
             lines.append(f"- {c.label}, {what}: \"{verdict(c)}\" rests on single runs ({shown}).")
     if lines:
