@@ -37,3 +37,71 @@ def test_report_lines_group_runs_by_where_they_ran():
 def test_report_lines_fall_back_to_stage_commits_without_run_records():
     lines = sections.provenance_lines({"train_commit": ["x"], "eval_commit": "y"}, ["a"])
     assert lines[0] == "Code: training at commit x, evaluation at y."
+
+
+def test_result_json_files_get_the_usual_file_mode_and_survive_a_failed_write(tmp_path,
+                                                                              monkeypatch):
+    """Provenance and result JSONs go through one atomic writer: the file gets 0666 minus the
+    umask (a bare temporary file would stay 0600, unreadable to a group sharing the results),
+    numpy scalars are written as numbers, and a write that fails leaves the old file whole."""
+    import os
+    import numpy as np
+    import pytest
+    from fosc_jax.rundir.integrity import atomic_write_json
+
+    monkeypatch.setattr(provenance, "git_commit", lambda: "aaa")
+    monkeypatch.setattr(provenance, "machine", lambda: "CPU A")
+    old = os.umask(0o022)
+    try:
+        provenance.record_run(str(tmp_path), "standard_s0", "train")
+        path = tmp_path / "eval" / "run.json"
+        atomic_write_json(str(path), {"accuracy": np.float32(0.75)})
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "provenance.json", path):
+        assert f.stat().st_mode & 0o777 == 0o644
+    assert json.loads(path.read_text()) == {"accuracy": 0.75}
+    with pytest.raises(TypeError):
+        atomic_write_json(str(path), {"accuracy": object()})
+    assert json.loads(path.read_text()) == {"accuracy": 0.75}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]
+
+
+def test_scoring_loop_skips_scored_and_unexported_runs_and_stops_between_models(
+        tmp_path, monkeypatch):
+    """The loop the section3 and autoattack stages share: a run already scored is read back
+    (not scored again), one with no export is skipped, stop() ends it between models, and
+    only the runs it scores get a provenance record."""
+    import os
+    from fosc_jax import rundir
+    from fosc_jax.reproduce import pipeline
+    from fosc_jax.reproduce.plan import Run
+
+    monkeypatch.setattr(provenance, "git_commit", lambda: "aaa")
+    monkeypatch.setattr(provenance, "machine", lambda: "CPU A")
+    out = str(tmp_path)
+    runs = [Run(name, "standard", 0) for name in ("done", "unexported", "a", "b")]
+    for run in runs:
+        if run.name != "unexported":
+            os.makedirs(pipeline.model_dir(out, run))
+            open(os.path.join(pipeline.model_dir(out, run), rundir.EXPORT_FILE), "w").close()
+    path_of = lambda run: os.path.join(out, "eval", f"{run.name}.json")  # noqa: E731
+    os.makedirs(tmp_path / "eval")
+    (tmp_path / "eval" / "done.json").write_text('{"accuracy": 0.5}')
+    scored, lines = [], []
+
+    def score(run, folder):
+        scored.append((run.name, os.path.relpath(folder, out)))
+        return {"accuracy": 0.25}
+
+    records = pipeline.score_each(runs, out, path_of, score, lambda r: f"acc {r['accuracy']}",
+                                  tag="t", stage="eval", log=lines.append,
+                                  stop=lambda: len(scored) == 1)
+    assert scored == [("a", os.path.join("models", "a"))]   # b: stop() came true after a
+    assert records["done"] == {"accuracy": 0.5} and records["a"]["accuracy"] == 0.25
+    assert set(records) == {"done", "a"}
+    assert json.loads((tmp_path / "eval" / "a.json").read_text())["accuracy"] == 0.25
+    assert not (tmp_path / "eval" / "b.json").exists()
+    assert lines[0] == "[t] unexported: no exported model yet, skipped"
+    assert lines[1].startswith("[t] a: acc 0.25 (")
+    assert set(provenance.read(out)["runs"]) == {"a"}

@@ -5,15 +5,13 @@ Both skip models already scored, as the other stages do (:mod:`fosc_jax.reproduc
 """
 from __future__ import annotations
 
-import json
 import os
-import time
 from typing import Optional, Sequence
 
 from fosc_jax import rundir
-from fosc_jax.reproduce.pipeline import atomic_json, model_dir, never, test_subset
+from fosc_jax.reproduce.pipeline import model_dir, never, score_each, test_subset
 from fosc_jax.reproduce.plan import Run, Scale
-from fosc_jax.reproduce.provenance import record_run, record_stage
+from fosc_jax.reproduce.provenance import record_stage
 
 
 def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
@@ -25,32 +23,19 @@ def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
 
     x, y, _ = test_subset(ds, scale.autoattack_pool)
     x, y = x[:scale.autoattack_images], y[:scale.autoattack_images]
-    records = {}
-    for run in runs:
-        if run.role != "defense" or run.study != "table":
-            continue
-        path = os.path.join(out, "eval", "autoattack", f"{run.name}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                records[run.name] = json.load(f)
-            continue
-        if not os.path.exists(os.path.join(model_dir(out, run), rundir.EXPORT_FILE)):
-            log(f"[autoattack] {run.name}: no exported model yet, skipped")
-            continue
-        if stop():
-            return records
-        record_run(out, run.name, "autoattack")
-        t0 = time.time()
-        clf = rundir.load_classifier(model_dir(out, run))
-        rec = evaluate_classifier(clf, x, y, attacks=("autoattack",), batch_size=500, seed=0,
-                                  honesty=False, progress=progress,
+
+    def score(run: Run, folder: str) -> dict:
+        rec = evaluate_classifier(rundir.load_classifier(folder), x, y, attacks=("autoattack",),
+                                  batch_size=500, seed=0, honesty=False, progress=progress,
                                   autoattack_budget=scale.autoattack_budget)
-        rec.update(run=run.name, eval_seconds=time.time() - t0)
-        atomic_json(path, rec)
-        records[run.name] = rec
-        log(f"[autoattack] {run.name}: {rec['white_box']['autoattack']['accuracy']:.4f} "
-            f"(n={len(y)}, {scale.autoattack_budget} budget, {rec['eval_seconds']:.0f} s)")
-    return records
+        return dict(rec, run=run.name)
+
+    return score_each(
+        [r for r in runs if r.role == "defense" and r.study == "table"], out,
+        lambda run: os.path.join(out, "eval", "autoattack", f"{run.name}.json"), score,
+        lambda rec: (f"{rec['white_box']['autoattack']['accuracy']:.4f} on {len(y)} images, "
+                     f"{scale.autoattack_budget} budget"),
+        tag="autoattack", stage="autoattack", log=log, stop=stop)
 
 
 def convergence_all(runs: Sequence[Run], scale: Scale, source: str, out: str, log=print,

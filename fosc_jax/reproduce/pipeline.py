@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from fosc_jax import rundir
+from fosc_jax.rundir.integrity import atomic_write_json
 from fosc_jax.reproduce import experiments
 from fosc_jax.reproduce.experiments import Experiment, run_config
 from fosc_jax.reproduce.plan import Run, Scale
@@ -45,15 +45,6 @@ EVAL_FILE = "{name}.json"
 def experiment_of(runs: Sequence[Run]) -> Experiment:
     """The experiment of ``runs`` (MNIST for none)."""
     return experiments.of(runs[0]) if runs else experiments.MNIST
-
-
-def atomic_json(path: str, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, default=float)
-    os.replace(tmp, path)
 
 
 def run_dir(out: str, run: Run) -> str:
@@ -224,6 +215,35 @@ def never() -> bool:
     return False
 
 
+def score_each(runs: Sequence[Run], out: str, path_of: Callable[[Run], str],
+               score: Callable[[Run, str], dict], describe: Callable[[dict], str], *,
+               tag: str, stage: str, log=print, stop=never) -> dict:
+    """One scoring stage's loop: ``score(run, exported_model_folder)`` for each run, its
+    record (plus ``eval_seconds``) written atomically to ``path_of(run)``. A run already
+    scored is read back, one not exported yet is skipped with a log line, ``stop()`` is
+    checked between models, and provenance records the ``stage`` only for runs scored."""
+    records = {}
+    for run in runs:
+        path = path_of(run)
+        if os.path.exists(path):
+            with open(path) as f:
+                records[run.name] = json.load(f)
+            continue
+        if not os.path.exists(os.path.join(model_dir(out, run), rundir.EXPORT_FILE)):
+            log(f"[{tag}] {run.name}: no exported model yet, skipped")
+            continue
+        if stop():
+            return records
+        record_run(out, run.name, stage)
+        t0 = time.time()
+        rec = score(run, model_dir(out, run))
+        rec["eval_seconds"] = time.time() - t0
+        atomic_write_json(path, rec)
+        records[run.name] = rec
+        log(f"[{tag}] {run.name}: {describe(rec)} ({rec['eval_seconds']:.0f} s)")
+    return records
+
+
 def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
                  progress: bool = False, stop=never) -> dict:
     """Every model: white-box (the scale's attacks: clean, FGSM, PGD-10, PGD-20, CW-inf) with
@@ -273,8 +293,8 @@ def evaluate_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
                    role=run.role, eval_seconds=time.time() - t0)
         records[run.name] = rec
         # The surrogate has no black-box entry; the others wait for the transfer pass.
-        atomic_json(_eval_path(out, run) if run.role == "surrogate" else _partial_path(out, run),
-                    rec)
+        atomic_write_json(
+            _eval_path(out, run) if run.role == "surrogate" else _partial_path(out, run), rec)
         wb = rec["white_box"]
         log(f"[eval] {run.name}: clean {rec['clean']['accuracy']:.4f} "
             + " ".join(f"{k} {v['accuracy']:.4f}" for k, v in wb.items())
@@ -322,7 +342,7 @@ def _black_box(runs, scale, exp, models, records, x, y, out, log, progress, stop
         rec["honesty"]["warnings"] = honesty.run_checks(
             rec, rec["honesty"]["z"], rec["honesty"]["restart_margin"])
         rec["eval_seconds"] += (time.time() - t0) / len(todo)
-        atomic_json(_eval_path(out, r), rec)
+        atomic_write_json(_eval_path(out, r), rec)
         os.remove(_partial_path(out, r)) if os.path.exists(_partial_path(out, r)) else None
     log(f"[eval] black-box from {surrogate.name} on {len(todo)} models (n={n}): "
         f"{time.time() - t0:.0f} s")

@@ -11,8 +11,9 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from typing import Mapping
+
+from fosc_jax.rundir.integrity import atomic_write_json
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -66,11 +67,7 @@ def read(out: str) -> dict:
 
 
 def _write(out: str, prov: Mapping) -> None:
-    os.makedirs(out, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".tmp_")
-    with os.fdopen(fd, "w") as f:
-        json.dump(prov, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(out, PROVENANCE_FILE))
+    atomic_write_json(os.path.join(out, PROVENANCE_FILE), prov, sort_keys=True)
 
 
 def _append(items: list, item) -> bool:

@@ -11,16 +11,13 @@ FOSC samples; see :func:`claim_rows`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import time
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from fosc_jax.reproduce import pipeline, stats
 from fosc_jax.reproduce.plan import Run, Scale
-from fosc_jax.reproduce.provenance import record_run
 
 EVAL_DIR = ("eval", "section3")
 # FOSC mass below this counts as "converged" in the claim's features (the paper's Figure 2
@@ -60,24 +57,9 @@ def evaluate_section3(runs: Sequence[Run], scale: Scale, ds, out: str, log=print
     from fosc_jax.evaluation.suite import Suite, accuracy_entry
 
     x, y, _ = pipeline.test_subset(ds, scale.s3_test_images)
-    records = {}
-    for run in runs:
-        if run.study != "section3":
-            continue
-        path = eval_path(out, run)
-        if os.path.exists(path):
-            with open(path) as f:
-                records[run.name] = json.load(f)
-            continue
-        if not os.path.exists(os.path.join(pipeline.model_dir(out, run),
-                                           rundir.EXPORT_FILE)):
-            log(f"[section3] {run.name}: no exported model yet, skipped")
-            continue
-        if stop():
-            return records
-        record_run(out, run.name, "eval")
-        t0 = time.time()
-        clf = rundir.load_classifier(pipeline.model_dir(out, run))
+
+    def score(run: Run, folder: str) -> dict:
+        clf = rundir.load_classifier(folder)
         eps = float(clf.config.attack.eps)
         suite = Suite(clf, x, y, batch_size=500, seed=0, progress=progress)
         rec = dict(run=run.name, sweep=run.sweep, eps=eps, n=int(len(y)),
@@ -85,13 +67,13 @@ def evaluate_section3(runs: Sequence[Run], scale: Scale, ds, out: str, log=print
         for name, spec in cross_specs(run).items():
             rec["attacks"][name] = dict(spec.settings(eps),
                                         **accuracy_entry(suite.attack(spec, eps)["correct"]))
-        rec["eval_seconds"] = time.time() - t0
-        pipeline.atomic_json(path, rec)
-        records[run.name] = rec
-        log(f"[section3] {run.name}: clean {rec['clean']['accuracy']:.4f} " + " ".join(
-            f"{k} {v['accuracy']:.4f}" for k, v in rec["attacks"].items())
-            + f" (n={len(y)}, {rec['eval_seconds']:.0f} s)")
-    return records
+        return rec
+
+    return pipeline.score_each(
+        [r for r in runs if r.study == "section3"], out, lambda run: eval_path(out, run), score,
+        lambda rec: f"clean {rec['clean']['accuracy']:.4f} " + " ".join(
+            f"{k} {v['accuracy']:.4f}" for k, v in rec["attacks"].items()) + f" on {len(y)} images",
+        tag="section3", stage="eval", log=log, stop=stop)
 
 
 # ----------------------------------------------------------------------------- the claim

@@ -12,6 +12,7 @@ ordinary ``open(path, "w")`` would have (0666 minus the umask) before it is rena
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from typing import Any, Callable, IO
@@ -95,3 +96,11 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = False) -
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(text))
+
+
+def atomic_write_json(path: str, obj: Any, sort_keys: bool = False) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically, creating its folder; numpy
+    scalars are written as floats."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, default=float,
+                                           sort_keys=sort_keys))
