@@ -183,7 +183,7 @@ def _synthetic_cifar(path) -> None:
 @pytest.mark.slow
 def test_cifar_smoke_command_runs_every_stage_end_to_end(tmp_path, capsys):
     """Dynamic and the ResNet-50 surrogate (the other defenses share Dynamic's code paths)
-    through train, export, eval (white-box, eps sweep, black-box) and report."""
+    through train, export, eval (white-box, eps sweep, black-box), AutoAttack and report."""
     data = tmp_path / "cifar.npz"
     _synthetic_cifar(data)
     out = tmp_path / "repro"
@@ -198,6 +198,11 @@ def test_cifar_smoke_command_runs_every_stage_end_to_end(tmp_path, capsys):
     assert all(e["n"] == smoke.blackbox_images for e in dyn["black_box"]["attacks"].values())
     assert dyn["black_box"]["name"] == "cifar_surrogate"
     assert [round(p["eps"] * 255, 6) for p in dyn["eps_sweep"]] == [2, 4, 6, 8, 10, 12]
+    aa = json.load(open(out / "eval" / "autoattack" / "dynamic.json"))
+    assert aa["clean"]["n"] == smoke.autoattack_images and aa["eps"] == pytest.approx(8 / 255)
+    assert aa["autoattack"]["version"] == "cpu" and not aa["autoattack"]["standard"]
+    assert aa["white_box"]["autoattack"]["accuracy"] <= aa["clean"]["accuracy"]
+    assert not (out / "eval" / "autoattack" / "surrogate.json").exists()  # not a defense
     sur = json.load(open(out / "eval" / "surrogate.json"))
     assert sur["black_box"] is None and sur["white_box"] == {} and sur["clean"]["n"] == 16
     cfg = json.load(open(out / "models" / "surrogate" / "config.json"))
@@ -215,6 +220,8 @@ def test_cifar_smoke_command_runs_every_stage_end_to_end(tmp_path, capsys):
     assert "## White-box accuracy (%), eps 8/255" in text and "## Black-box accuracy" in text
     assert "Section 3" not in text and "over seeds" not in text and "collapse" not in text
     assert "surrogate: scored clean only" in text
+    assert "AutoAttack: not run yet" not in text and "| dynamic |" in text.split(
+        "AutoAttack")[-1]
     assert os.path.getsize(out / "figures" / "eps_sweep.png") > 1000
     for root, _, files in os.walk(out):
         for name in files:

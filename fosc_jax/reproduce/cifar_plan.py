@@ -35,13 +35,17 @@ SCALES = {
     "cpu": Scale("cpu", train_images=1_536, epochs=6, test_images=300, sweep_images=100,
                  figure_images=200, eval_per_epoch=200, demo_epochs=0,
                  blackbox_images=100, surrogate_eval_per_epoch=0, surrogate_epochs=2,
+                 autoattack_images=100, autoattack_pool=300, autoattack_budget="cpu",
                  about="1,536 training images x 6 epochs (the ResNet-50 surrogate 2), 300 "
-                       "test images (black-box on 100); measured on a shared 2-core CPU: "
-                       "118 s per Standard epoch, 540 s per surrogate epoch, so about 1.6 "
-                       "hours for the whole CIFAR table"),
+                       "test images (black-box and AutoAttack, cpu budget, on 100); measured "
+                       "on a shared 2-core CPU: 118 s per Standard epoch, 540 s per surrogate "
+                       "epoch, so about 1.6 hours for the table and 20 min more for "
+                       "AutoAttack (estimated)"),
     "paper": Scale("paper", train_images=None, epochs=CIFAR_SCHEDULE.epochs, test_images=None,
                    sweep_images=10_000, figure_images=10_000, eval_per_epoch=1_000,
-                   demo_epochs=0, about="the paper's full CIFAR-10 settings; meant for one "
+                   demo_epochs=0, autoattack_images=10_000, autoattack_pool=None,
+                   autoattack_budget="standard",
+                   about="the paper's full CIFAR-10 settings; meant for one "
                                         "GPU (estimated 35-45 min on an H100/H200)"),
 }
 # --smoke: one training step per run, a few test images and one attack (tests). Compiling
@@ -50,7 +54,8 @@ SCALES = {
 # for one are reused; PGD-10 still runs in the per-epoch test, the sweep and the checks.
 SMOKE = dict(train_images=128, epochs=1, test_images=16, sweep_images=16, figure_images=16,
              eval_per_epoch=16, demo_epochs=0, blackbox_images=16, surrogate_eval_per_epoch=0,
-             surrogate_epochs=None, attacks=("fgsm",))
+             surrogate_epochs=None, attacks=("fgsm",), autoattack_images=16, autoattack_pool=16,
+             autoattack_budget="cpu")
 
 # Training order: the cheapest and the most essential first (Unsecured, Standard, Dynamic),
 # then the surrogate the black-box pass needs, then Curriculum.

@@ -109,7 +109,7 @@ MNIST = Experiment(
 
 CIFAR = Experiment(
     name="cifar", title="CIFAR-10", dataset="cifar10", plan=cifar_plan,
-    schedule=cifar_plan.CIFAR_SCHEDULE, stages=("train", "export", "eval", "report"),
+    schedule=cifar_plan.CIFAR_SCHEDULE, stages=("train", "export", "eval", "autoattack", "report"),
     paper_white=_paper({"unsecured": (89.39, 2.2, 0.0, 0.0, 0.0),
                         "standard": (66.31, 48.65, 44.39, 40.02, 36.33),
                         "curriculum": (72.40, 50.47, 45.54, 40.12, 35.77),

@@ -49,7 +49,7 @@ class Scale:
     eval_per_epoch: int           # test subset for the per-epoch clean / PGD-10 numbers
     demo_epochs: int              # epochs of the run without the collapse remedy (MNIST)
     about: str
-    # MNIST only (stages autoattack, convergence, section3):
+    # Stage autoattack (both experiments); convergence and section3 are MNIST's only.
     autoattack_images: int = 1_000   # test images for AutoAttack (each defense's models):
     autoattack_pool: Optional[int] = 5_000  # the first N of this seeded subset (None: all)
     autoattack_budget: str = "cpu"   # "standard" or "cpu" (labelled NOT standard)
