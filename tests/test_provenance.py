@@ -25,13 +25,15 @@ def test_record_run_appends_only_a_new_commit_or_machine(tmp_path, monkeypatch):
 def test_report_lines_group_runs_by_where_they_ran():
     prov = {"runs": {
         "a": {"train": [{"commit": "c1", "machine": "M1"}],
-              "autoattack": [{"commit": "c4", "machine": "M1"}]},
+              "autoattack": [{"commit": "c4", "machine": "M1"}],
+              "convergence": [{"commit": "c5", "machine": "M2"}]},
         "b": {"train": [{"commit": "c1", "machine": "M1"}], "eval": [{"commit": "c3", "machine": "M2"}]},
         "c": {"train": [{"commit": "c2", "machine": "M2"}]}}}
     lines = sections.provenance_lines(prov, ["a", "b", "c"])
     assert "- Trained at c1 on M1: a, b; at c2 on M2: c." in lines
     assert "- Evaluated at c3 on M2: b; with no record: a, c." in lines
     assert "- AutoAttack at c4 on M1: a." in lines   # only defense models get AutoAttack
+    assert "- FOSC diagnostic at c5 on M2: a." in lines
 
 
 def test_report_lines_fall_back_to_stage_commits_without_run_records():

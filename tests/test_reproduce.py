@@ -56,6 +56,8 @@ def test_paper_scale_command_runs_end_to_end_on_tiny_data_and_resumes(tmp_path, 
     conv = json.load(open(os.path.join(out, "eval", "convergence", "dynamic_s0.json")))
     assert conv["n"] == 20 and conv["budget"] == "cpu"     # the defense model only
     assert not os.path.exists(os.path.join(out, "eval", "convergence", "surrogate.json"))
+    prov = json.load(open(os.path.join(out, "provenance.json")))["runs"]
+    assert "convergence" in prov["dynamic_s0"] and "convergence" not in prov["surrogate"]
     assert "## FOSC as an evaluation diagnostic" in text
     assert "### The paper's claims at this scale" in text
     for name in ("s3_pgd", "s3_fgsm_pgd"):   # cross-tested on their own subset

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from fosc_jax import rundir
 from fosc_jax.reproduce.pipeline import model_dir, never, score_each, test_subset
 from fosc_jax.reproduce.plan import Run, Scale
-from fosc_jax.reproduce.provenance import record_stage
+from fosc_jax.reproduce.provenance import record_run, record_stage
 
 
 def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
@@ -45,12 +45,17 @@ def convergence_all(runs: Sequence[Run], scale: Scale, source: str, out: str, lo
     has no robust point), into OUT/eval/convergence (finished models are skipped)."""
     from fosc_jax.evaluation import convergence_study
 
-    models = [model_dir(out, r) for r in runs if r.role == "defense" and r.study == "table"
-              and r.defense != "unsecured" and rundir.export_complete(model_dir(out, r))]
-    if not models or stop():
+    measured = [r for r in runs if r.role == "defense" and r.study == "table"
+                and r.defense != "unsecured" and rundir.export_complete(model_dir(out, r))]
+    if not measured or stop():
         return None
+    folder = os.path.join(out, "eval", "convergence")
     record_stage(out, "eval_commit")
-    summary = convergence_study.run(models, source, os.path.join(out, "eval", "convergence"),
+    for run in measured:   # provenance for the models this call measures, not those it skips
+        if not os.path.exists(os.path.join(folder, f"{run.name}.json")):
+            record_run(out, run.name, "convergence")
+    models = [model_dir(out, r) for r in measured]
+    summary = convergence_study.run(models, source, folder,
                                     scale.convergence_images, budget=scale.convergence_budget,
                                     batch_size=250)
     log(f"[convergence] {len(models)} models, n={scale.convergence_images or 10000}, "

@@ -25,10 +25,12 @@ def pct(entry: Optional[Mapping]) -> Optional[float]:
 def provenance_lines(prov: Mapping, names: list[str]) -> list[str]:
     """Which commit and machine trained and evaluated each run (OUT/provenance.json)."""
     from fosc_jax.reproduce.provenance import run_sentence
-    # AutoAttack runs on the defense models only: the others are not "missing" there.
-    lines = [f"- {run_sentence(prov, names, stage, verb, stage != 'autoattack')}."
+    # AutoAttack and the FOSC diagnostic run on defense models only: the others are not
+    # "missing" there.
+    lines = [f"- {run_sentence(prov, names, stage, verb, stage in ('train', 'eval'))}."
              for stage, verb in (("train", "trained"), ("eval", "evaluated"),
-                                 ("autoattack", "AutoAttack"))
+                                 ("autoattack", "AutoAttack"),
+                                 ("convergence", "FOSC diagnostic"))
              if any(stage in prov.get("runs", {}).get(n, {}) for n in names)]
     if not lines:
         return [f"Code: training at commit {commits(prov, 'train_commit')}, evaluation at "
