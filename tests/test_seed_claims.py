@@ -1,9 +1,10 @@
 """The seed comparison and the FOSC-vs-loss claim on made-up records, checked against scipy's
 Welch test and against data built to favour one feature."""
 import numpy as np
+import pytest
 from scipy import stats as sps
 
-from fosc_jax.reproduce import section3, seeds
+from fosc_jax.reproduce import section3, seeds, stats
 from fosc_jax.reproduce.plan import Run
 
 
@@ -47,9 +48,70 @@ def test_rank_advantage_favours_the_feature_that_orders_robustness():
     points = [section3.ClaimPoint(f"r{i}", "table", f, 0.0, l, y, 1000)
               for i, (f, l, y) in enumerate(zip(fosc, loss, robust))]
     rows, answer = section3.claim_rows(points)
-    assert answer.endswith("yes: FOSC ranks the runs better.")
-    assert rows[2].startswith("| FOSC mean | -1.00 |")      # ranks exactly reversed
+    assert "yes: FOSC ranks the runs better." in answer
+    assert "FOSC mean's is -1.00 [-1.00, " in answer       # ranks exactly reversed
+    assert answer.endswith("]: the paper's direction.")
+    assert rows[2].startswith("| FOSC mean | -1.00 [")      # ranks exactly reversed
     assert rows[3].startswith("| FOSC share <= 0.1 | undefined")
+
+
+def test_stratified_spearman_is_spearman_within_one_group_and_ignores_group_offsets():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=12), rng.normal(size=12)
+    x[3] = x[5]                                               # a tie
+    assert stats.stratified_spearman(x, y, ["a"] * 12) == pytest.approx(
+        sps.spearmanr(x, y).statistic)
+    # Two groups: within each, x orders y exactly; between them the offsets are reversed
+    # (group b has larger x and smaller y), which pooled ranks would count against x.
+    xa, ya = np.arange(6.0), np.arange(6.0)
+    x2, y2 = np.r_[xa, xa + 100], np.r_[ya + 100, ya]
+    g = ["a"] * 6 + ["b"] * 6
+    assert sps.spearmanr(x2, y2).statistic < 0
+    assert stats.stratified_spearman(x2, y2, g) == pytest.approx(1.0)
+    # Hand case: ranks within groups of 2 and 3 -> fractions -0.25, 0.25 and -1/3, 0, 1/3.
+    fr = stats.within_group_ranks([5, 1, 7, 9, 8], ["p", "p", "q", "q", "q"])
+    np.testing.assert_allclose(fr, [0.25, -0.25, -1 / 3, 1 / 3, 0.0])
+    # A feature that only tells the groups apart carries no within-group information.
+    assert np.isnan(stats.stratified_spearman([0] * 6 + [1] * 6, y2, g))
+
+
+def test_stratified_bootstrap_keeps_each_groups_size_and_matches_a_plain_one_for_one_group():
+    g = np.array(["a"] * 3 + ["b"] * 7)
+    sizes = []
+    stats.stratified_bootstrap(lambda i: sizes.append(np.bincount((g[i] == "b").astype(int),
+                                                                  minlength=2).tolist()) or 0.0,
+                               g, reps=50)
+    assert all(s == [3, 7] for s in sizes[:-1])               # the last call: the estimate
+    # One group: the same draws as resampling all indices with rng.integers(0, n, n).
+    v = np.random.default_rng(2).normal(size=9)
+    got = stats.stratified_bootstrap(lambda i: float(v[i].mean()), ["x"] * 9, reps=300, seed=5)
+    rng = np.random.default_rng(5)
+    means = [v[rng.integers(0, 9, 9)].mean() for _ in range(300)]
+    assert (got.low, got.high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    assert got.estimate == pytest.approx(v.mean())
+
+
+def test_claim_answer_ranks_within_studies_when_pooling_would_mislead():
+    """Two studies at different scales: the loss level differs between them (and so does
+    robustness), but within each study FOSC orders robustness and the loss does not. Pooled
+    ranks credit the loss; the verdict, within studies, credits FOSC."""
+    rng = np.random.default_rng(3)
+    points = []
+    for study, base_y, base_fosc, base_loss in (("table", 70.0, 3.0, 0.6),
+                                                ("section3", 35.0, 2.0, 1.7)):
+        y = base_y + np.linspace(0, 6, 10)
+        fosc = base_fosc - np.linspace(0, 1, 10) + rng.normal(0, 0.01, 10)
+        loss = base_loss + rng.normal(0, 0.05, 10)
+        points += [section3.ClaimPoint(f"{study}{i}", study, f, 0.0, l, v, 1000)
+                   for i, (f, l, v) in enumerate(zip(fosc, loss, y))]
+    pooled = section3.rank_advantage(points, stratified=False)
+    within = section3.rank_advantage(points)
+    assert pooled.high < 0 < within.low
+    rows, answer = section3.claim_rows(points, within)
+    assert "yes: FOSC ranks the runs better" in answer and "Pooling all runs" in answer
+    assert rows[0].startswith("| last-epoch feature | rho within Table 1 runs (n = 10) | "
+                              "rho within Section 3 runs (n = 10) |")
+    assert rows[2].startswith("| FOSC mean | -1.00 | -1.00 | -1.00 [")
 
 
 def _pgd20_comparison(std, dyn):

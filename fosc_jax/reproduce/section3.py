@@ -127,63 +127,106 @@ def claim_points(runs: Sequence[Run], out: str, table: Mapping[str, dict],
     return points
 
 
-def bootstrap_rank_advantage(a: Sequence[float], b: Sequence[float], y: Sequence[float], *,
-                             reps: int = 4000, seed: int = 0,
-                             level: float = 0.95) -> stats.Interval:
-    """|rho(a, y)| - |rho(b, y)| with a percentile bootstrap over the paired points."""
-    from scipy import stats as sps
+# Groups of runs trained at one scale: ranks are compared only within a group.
+GROUP_LABELS = {"table": "Table 1 runs", "section3": "Section 3 runs"}
+
+
+def bootstrap_rank_advantage(a: Sequence[float], b: Sequence[float], y: Sequence[float],
+                             groups: Optional[Sequence] = None, *, reps: int = 4000,
+                             seed: int = 0, level: float = 0.95) -> stats.Interval:
+    """|rho(a, y)| - |rho(b, y)| with a percentile bootstrap over the paired points; with
+    ``groups``, both rhos are :func:`stats.stratified_spearman` and the bootstrap resamples
+    within each group."""
     a, b, y = (np.asarray(v, float) for v in (a, b, y))
-    rho = lambda u, v: abs(sps.spearmanr(u, v).statistic)  # noqa: E731
-    rng = np.random.default_rng(seed)
-    draws = []
     if np.ptp(y) == 0:
         raise ValueError("y is constant: rank correlations are undefined.")
-    for _ in range(reps):
-        i = rng.integers(0, len(y), len(y))
-        if np.ptp(y[i]) == 0 or np.ptp(a[i]) == 0 or np.ptp(b[i]) == 0:
-            continue
-        draws.append(rho(a[i], y[i]) - rho(b[i], y[i]))
-    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
-    return stats.Interval(rho(a, y) - rho(b, y), float(lo), float(hi), level,
-                          f"percentile bootstrap over runs, {len(draws)} resamples")
+    g = np.zeros(len(y), int) if groups is None else np.asarray(groups)
+    rho = lambda u, i: abs(stats.stratified_spearman(u[i], y[i], g[i]))  # noqa: E731
+    return stats.stratified_bootstrap(lambda i: rho(a, i) - rho(b, i), g, reps=reps,
+                                      seed=seed, level=level)
 
 
-def rank_advantage(points: Sequence[ClaimPoint]) -> Optional[stats.Interval]:
+def rank_advantage(points: Sequence[ClaimPoint], stratified: bool = True
+                   ) -> Optional[stats.Interval]:
     """|rho(FOSC mean, PGD-20)| - |rho(loss mean, PGD-20)| over the runs with its bootstrap
-    interval; None with fewer than 4 runs or one PGD-20 value for all."""
+    interval, ranks within each study (``stratified``) or over all runs pooled; None with
+    fewer than 4 runs or one PGD-20 value for all."""
     y = [p.pgd20 for p in points]
     if len(points) < 4 or np.ptp(y) == 0:
         return None
     return bootstrap_rank_advantage([p.fosc_mean for p in points],
-                                    [p.loss_mean for p in points], y)
+                                    [p.loss_mean for p in points], y,
+                                    [p.study for p in points] if stratified else None)
+
+
+def _features(points: Sequence[ClaimPoint]) -> dict:
+    return {"FOSC mean": np.array([p.fosc_mean for p in points]),
+            f"FOSC share <= {CONVERGED}": np.array([p.fosc_converged for p in points]),
+            "loss mean": np.array([p.loss_mean for p in points])}
+
+
+def feature_rho(points: Sequence[ClaimPoint], name: str, *, reps: int = 4000
+                ) -> stats.Interval:
+    """A feature's within-study rank correlation with PGD-20 and its stratified bootstrap."""
+    x, y = _features(points)[name], np.array([p.pgd20 for p in points])
+    g = np.array([p.study for p in points])
+    return stats.stratified_bootstrap(lambda i: stats.stratified_spearman(x[i], y[i], g[i]),
+                                      g, reps=reps)
 
 
 def claim_rows(points: Sequence[ClaimPoint], adv: Optional[stats.Interval] = None
                ) -> tuple[list[str], Optional[str]]:
-    """Markdown rows of the rank correlations with PGD-20 and the plain answer (``adv``:
-    :func:`rank_advantage` of ``points`` when the caller has it already)."""
+    """Markdown rows of the rank correlations with PGD-20 (within each study, within studies
+    pooled, and across all runs) and the plain answer. ``adv``: :func:`rank_advantage` of
+    ``points`` when the caller has it already."""
     if len(points) < 4:
         return [f"(needs >= 4 runs with FOSC samples and PGD-20; have {len(points)})"], None
-    y = [p.pgd20 for p in points]
+    y = np.array([p.pgd20 for p in points])
     if np.ptp(y) == 0:
         return [f"(final PGD-20 is {y[0]:.2f}% for all {len(y)} runs: nothing to rank)"], None
-    feats = {"FOSC mean": [p.fosc_mean for p in points],
-             f"FOSC share <= {CONVERGED}": [p.fosc_converged for p in points],
-             "loss mean": [p.loss_mean for p in points]}
-    lines = ["| last-epoch feature | Spearman rho with final PGD-20 | p | n runs |",
-             "|---|---|---|---|"]
-    for name, v in feats.items():
-        if np.ptp(v) == 0:
-            lines.append(f"| {name} | undefined: {v[0]:.3g} for every run | - | {len(v)} |")
+    g = np.array([p.study for p in points])
+    studies = [s for s in GROUP_LABELS if s in set(g)] + sorted(set(g) - set(GROUP_LABELS))
+    several = len(studies) > 1
+    head = ["last-epoch feature"] + [
+        f"rho within {GROUP_LABELS.get(s, s)} (n = {np.sum(g == s)})" for s in studies
+        if several] + ["rho within studies [95% CI]" if several else "Spearman rho [95% CI]",
+                       f"rho, all {len(y)} runs pooled (p)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, v in _features(points).items():
+        if all(np.ptp(v[g == s]) == 0 for s in studies):
+            lines.append(f"| {name} | undefined: constant within every study |"
+                         + " - |" * (len(head) - 2))
             continue
-        r = stats.spearman(v, y)
-        lines.append(f"| {name} | {r.rho:+.2f} | {r.p_value:.3g} | {r.n} |")
+        cells = []
+        for s in (studies if several else []):
+            m = g == s
+            cells.append("-" if np.ptp(v[m]) == 0 or np.ptp(y[m]) == 0 or m.sum() < 3
+                         else f"{stats.spearman(v[m], y[m]).rho:+.2f}")
+        r = feature_rho(points, name)
+        pooled = stats.spearman(v, y) if np.ptp(v) > 0 else None
+        cells += [f"{r.estimate:+.2f} [{r.low:+.2f}, {r.high:+.2f}]",
+                  "-" if pooled is None else f"{pooled.rho:+.2f} ({pooled.p_value:.3g})"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     adv = adv if adv is not None else rank_advantage(points)
+    n = " + ".join(str(int(np.sum(g == s))) for s in studies)
     better = stats.verdict(adv, null=0.0, above="yes: FOSC ranks the runs better",
                            below="no: the loss ranks the runs better",
-                           n=f"{len(points)} runs")
+                           n=f"{n} runs" if several else f"{len(points)} runs")
     answer = (f"|rho(FOSC mean)| - |rho(loss mean)| = {adv.estimate:+.2f} "
               f"[{adv.low:+.2f}, {adv.high:+.2f}] (95%, {adv.method}): {better}.")
+    fosc = feature_rho(points, "FOSC mean")
+    answer += (" The paper's direction, lower final FOSC for the more robust model, is a "
+               f"negative rho; FOSC mean's is {fosc.estimate:+.2f} [{fosc.low:+.2f}, "
+               f"{fosc.high:+.2f}]: " + stats.verdict(
+                   fosc, null=0.0, above="the opposite direction", below="the paper's "
+                   "direction", n=f"{n} runs" if several else f"{len(points)} runs") + ".")
+    if several:
+        pooled = rank_advantage(points, stratified=False)
+        answer += (" Pooling all runs as one group instead gives "
+                   f"{pooled.estimate:+.2f} [{pooled.low:+.2f}, {pooled.high:+.2f}], but "
+                   "that mostly compares the studies (different training scales, so "
+                   "different levels of loss and of robustness), which is why the verdict "
+                   "ranks runs only within their study.")
     return lines, answer
 
 

@@ -10,7 +10,9 @@ interval alone:
 - a ratio of standard deviations (is one defense more stable across seeds?): the F interval
   for the variance ratio, square-rooted;
 - a binomial standard error for one accuracy on n test images;
-- Spearman's rank correlation with its n and two-sided p-value.
+- Spearman's rank correlation with its n and two-sided p-value, and its stratified form
+  (ranks taken within groups, e.g. runs at two training scales) with a bootstrap that
+  resamples within each group.
 """
 from __future__ import annotations
 
@@ -102,5 +104,52 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> RankCorrelation:
     return RankCorrelation(float(res.statistic), float(res.pvalue), int(a.size))
 
 
+def within_group_ranks(values: Sequence[float], groups: Sequence) -> np.ndarray:
+    """Each value's rank among the values of its own group, as a centred fraction:
+    (rank - 0.5) / n_group - 0.5 in (-0.5, 0.5), ties averaged."""
+    v, g = np.asarray(values, float), np.asarray(groups)
+    if v.shape != g.shape:
+        raise ValueError(f"values and groups differ in shape: {v.shape} and {g.shape}.")
+    out = np.empty_like(v)
+    for key in np.unique(g):
+        m = g == key
+        out[m] = (sps.rankdata(v[m]) - 0.5) / m.sum() - 0.5
+    return out
+
+
+def stratified_spearman(x: Sequence[float], y: Sequence[float], groups: Sequence) -> float:
+    """Spearman's rho with ranks taken within each group: the Pearson correlation of
+    :func:`within_group_ranks`. A run is compared only with runs of its own group, so a
+    feature that merely tells the groups apart scores 0, not the groups' difference in ``y``.
+    With one group it is Spearman's rho; NaN where x or y is constant within every group."""
+    a, b = within_group_ranks(x, groups), within_group_ranks(y, groups)
+    if not a.any() or not b.any():
+        return float("nan")
+    return float(np.sum(a * b) / math.sqrt(np.sum(a * a) * np.sum(b * b)))
+
+
+def stratified_bootstrap(statistic, groups: Sequence, *, reps: int = 4000, seed: int = 0,
+                         level: float = 0.95, what: str = "runs") -> Interval:
+    """Percentile bootstrap of ``statistic(index_array)``, each resample drawn with
+    replacement within every group (its size kept); resamples where the statistic is not
+    finite are dropped and the count kept is named in the method."""
+    g = np.asarray(groups)
+    members = [np.flatnonzero(g == key) for key in np.unique(g)]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(reps):
+        i = np.concatenate([m[rng.integers(0, len(m), len(m))] for m in members])
+        value = statistic(i)
+        if np.isfinite(value):
+            draws.append(value)
+    if not draws:
+        raise ValueError("the statistic is undefined on every resample.")
+    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
+    strata = "" if len(members) == 1 else f" within {len(members)} groups"
+    return Interval(float(statistic(np.arange(len(g)))), float(lo), float(hi), level,
+                    f"percentile bootstrap over {what}{strata}, {len(draws)} resamples")
+
+
 __all__ = ["binomial_se", "mean_sd", "Interval", "welch_difference", "sd_ratio", "verdict",
-           "RankCorrelation", "spearman"]
+           "RankCorrelation", "spearman", "within_group_ranks", "stratified_spearman",
+           "stratified_bootstrap"]
