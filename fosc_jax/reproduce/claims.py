@@ -11,11 +11,13 @@ from fosc_jax.reproduce import section3, stats
 
 
 def section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
-                    comparisons) -> list[str]:
-    """Section 3 (Figures 2 and 3), the FOSC-vs-loss claim and the claims table."""
+                   comparisons) -> tuple[list[str], Optional[str]]:
+    """Section 3 (Figures 2 and 3), the FOSC-vs-loss claim and the claims table; and the
+    claim's answer in one sentence for the README (None before it can be answered)."""
     L = ["", "## Section 3: convergence quality against robustness", ""]
     if not s3_records:
-        return L + ["Not evaluated yet (stage `section3`, after the Section 3 runs are trained)."]
+        return L + ["Not evaluated yet (stage `section3`, after the Section 3 runs are "
+                    "trained)."], None
     std_sd = next((c for c in comparisons if c.label == "PGD-20"), None)
     sd = (stats.mean_sd(std_sd.standard)[1] if std_sd is not None and len(std_sd.standard) > 1
           else None)
@@ -48,7 +50,19 @@ def section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
     L += ["", "### The paper's claims at this scale", "",
           "| claim | paper | ours | holds at this scale? |", "|---|---|---|---|"]
     L += _claims_table(s3_runs, s3_records, comparisons, points, sd, adv)
-    return L
+    return L, None if adv is None else _readme_sentence(points, adv)
+
+
+def _readme_sentence(points, adv) -> str:
+    """The FOSC-vs-loss answer with its interval, for the README's verdict."""
+    g = [p.study for p in points]
+    sizes = " + ".join(str(g.count(s)) for s in dict.fromkeys(g))
+    verdict = stats.verdict(adv, null=0.0, above="FOSC does", below="the loss does better",
+                            n=f"{sizes} runs")
+    return ("Section 3, does the last epoch's training FOSC predict final PGD-20 better than "
+            f"the loss? |rho(FOSC mean)| - |rho(loss mean)| = {adv.estimate:+.2f} "
+            f"[{adv.low:+.2f}, {adv.high:+.2f}]"
+            + (" (ranks within studies)" if len(set(g)) > 1 else "") + f": {verdict}.")
 
 
 def _pgd20(records, name) -> Optional[float]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+from fosc_jax.rundir.integrity import atomic_write_text
+
 # The MNIST table's markers (experiments.MNIST.readme_markers).
 README_START = "<!-- reproduction table: start (written by python -m fosc_jax.reproduce) -->"
 README_END = "<!-- reproduction table: end -->"
@@ -28,7 +30,5 @@ def update_readme(path: str, table: str,
         return False
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    with open(path + ".tmp", "w") as f:
-        f.write(f"{head}{start}\n{table}\n{end}{tail}")
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, f"{head}{start}\n{table}\n{end}{tail}")
     return True

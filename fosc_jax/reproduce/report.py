@@ -19,6 +19,7 @@ from fosc_jax.reproduce import provenance, sections
 from fosc_jax.reproduce.figures import draw_figures
 from fosc_jax.reproduce.plan import Run, Scale
 from fosc_jax.reproduce.sections import ATTACK_LABELS, LABELS, pct
+from fosc_jax.rundir.integrity import atomic_write_text
 
 ATTACKS = tuple(ATTACK_LABELS.items())
 
@@ -168,8 +169,10 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
     L += _black_rows(runs, records, exp.paper_black)
     summary = _seed_lines(L, comparisons) if exp.seed_stats else None
     if "section3" in exp.stages:
-        L += claims.section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
-                                   comparisons)
+        s3_lines, s3_summary = claims.section3_lines(all_runs, s3_runs, scale, out, records,
+                                                     s3_records, comparisons)
+        L += s3_lines
+        summary = " ".join(s for s in (summary, s3_summary) if s) or None
     if "convergence" in exp.stages:
         L += _convergence_lines(out)
     L += ["", "## Honesty checks", ""]
@@ -189,9 +192,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
     L += sections.discussion(exp, runs, records, scale)
     L += sections.gpu_lines(exp)
     path = os.path.join(out, "RESULTS.md")
-    with open(path + ".tmp", "w") as f:
-        f.write("\n".join(L))
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, "\n".join(L))
     results_md = os.path.relpath(path, os.path.dirname(os.path.abspath(readme or ".")))
     if readme and records and readme_lib.update_readme(readme, readme_lib.readme_table(
             _readme_head(exp, label, scale, records, results_md),
