@@ -28,7 +28,8 @@ def section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
           "One seed per model: a difference between two of these models is only called when "
           "it exceeds 2.77 x the seed SD of Standard measured above (the 95% half-width of a "
           "difference of two single-seed runs)"
-          + (f", i.e. {2.77 * sd:.1f} points." if sd is not None else "."), ""]
+          + (f", i.e. {2.77 * sd:.1f} points." if sd is not None else ".")
+          + _cost_sentence(s3_runs, out, s3_records), ""]
     L += section3.section3_lines(s3_runs, scale, out, s3_records)
     points = section3.claim_points(all_runs, out, records, s3_records)
     adv = section3.rank_advantage(points)     # the bootstrap, once for both tables
@@ -63,6 +64,18 @@ def _readme_sentence(points, adv) -> str:
             f"the loss? |rho(FOSC mean)| - |rho(loss mean)| = {adv.estimate:+.2f} "
             f"[{adv.low:+.2f}, {adv.high:+.2f}]"
             + (" (ranks within studies)" if len(set(g)) > 1 else "") + f": {verdict}.")
+
+
+def _cost_sentence(s3_runs, out, s3_records) -> str:
+    """What the Section 3 runs cost on the machines that ran them (epoch and scoring time)."""
+    from fosc_jax import rundir
+    from fosc_jax.reproduce import pipeline, sections
+    train = sum(sections.seconds(rundir.read_metrics(pipeline.run_dir(out, r)))
+                for r in s3_runs)
+    scored = sum(rec.get("eval_seconds", 0.0) for rec in s3_records.values())
+    return (f" Cost: {train / 60:.0f} min of training epochs (wall clock, slow epochs listed "
+            f"under Training) over {len(s3_runs)} runs and "
+            f"{scored / 60:.0f} min of cross-tests.")
 
 
 def _pgd20(records, name) -> Optional[float]:
