@@ -105,3 +105,48 @@ def test_auc_difference_is_paired():
     lo_a, hi_a = cs.bootstrap_auc(a, labels, 500, seed=1)
     assert d["high"] - d["low"] < (hi_a - lo_a)  # pairing cancels the shared noise
     assert cs.bootstrap_auc_difference(a, b, np.zeros(120, bool)) is None
+
+
+def test_overview_counts_models_from_the_table_and_histogram_wraps(tmp_path):
+    """The sentence under the table counts by hand-made rows; many models make a grid."""
+    def row(d_loss, lo_loss, hi_loss, d_margin, lo_m, hi_m, q90):
+        sep = dict(fosc_box_minus_loss=dict(diff=d_loss, low=lo_loss, high=hi_loss),
+                   fosc_box_minus_neg_margin=dict(diff=d_margin, low=lo_m, high=hi_m))
+        return dict(separation=sep, robust_q90=q90)
+    summary = dict(tau_quantile=0.9, models=[row(-0.1, -0.2, -0.01, -0.05, -0.1, 0.01, 0.2),
+                                             row(0.02, -0.03, 0.06, 0.03, 0.01, 0.05, 0.9),
+                                             row(-0.01, -0.06, 0.04, -0.2, -0.3, -0.1, 0.03)])
+    assert cs.overview(summary) == (
+        "FOSC_box's AUC is below the loss on 2 of 3 models (interval below 0 on 1, above 0 on "
+        "0); below the margin on 2 of 3 models (interval below 0 on 1, above 0 on 1). The 0.9 "
+        "quantile of FOSC_box over each model's points robust to both ranges from 0.03 to 0.9.")
+    results = [_fake_result(f"m{i}", i) for i in range(6)]
+    assert cs.robust_quantile(results[0]) == pytest.approx(np.quantile(
+        np.asarray(results[0]["per_example"]["fosc_box"])[
+            np.asarray(results[0]["per_example"]["pgd20_robust"])
+            & ~np.asarray(results[0]["per_example"]["overestimated"])], 0.9))
+    cs.histogram(results, str(tmp_path / "h.png"), 0.1)
+    from PIL import Image
+    width, height = Image.open(tmp_path / "h.png").size
+    assert width < 4 * height            # 4 columns x 2 rows (one row of 6 would be ~8x)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--models", "MISSING"], "--models"),
+    (["--data", "/no/such/folder"], "--data"),
+    (["--num-examples", "0"], "--num-examples"),
+    (["--batch-size", "-1"], "--batch-size"),
+    (["--eps", "3"], "--eps"),
+])
+def test_cli_refuses_bad_flags_in_one_line_before_any_work(argv, flag, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    args = {"--models": str(model), "--data": "bundled", "--out": str(tmp_path / "out")}
+    for k, v in zip(argv[::2], argv[1::2]):
+        args[k] = str(tmp_path / v) if v == "MISSING" else v
+    with pytest.raises(SystemExit) as exit_:
+        cs.main([x for kv in args.items() for x in kv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}:") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

@@ -25,6 +25,7 @@ import numpy as np
 
 SCORES = ("fosc_box", "fosc", "loss", "neg_margin")
 TAU_QUANTILE = 0.9  # tau: median over models of this quantile of c_box (robust to both)
+HISTOGRAM_COLUMNS = 4  # panels per row of fosc_histogram.png
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
@@ -143,16 +144,18 @@ def measure_model(model_dir: str, data_dir: str, num_examples: Optional[int], *,
                 per_example={k: np.asarray(v).tolist() for k, v in per_example.items()})
 
 
+def robust_quantile(result: Mapping, quantile: float = TAU_QUANTILE) -> Optional[float]:
+    """One model's ``quantile`` of c_box over its points robust to both attacks."""
+    pe = result["per_example"]
+    vals = np.asarray(pe["fosc_box"])[np.asarray(pe["pgd20_robust"], bool)
+                                       & ~np.asarray(pe["overestimated"], bool)]
+    return float(np.quantile(vals, quantile)) if vals.size else None
+
+
 def choose_tau(results: Sequence[Mapping], quantile: float = TAU_QUANTILE) -> Optional[float]:
     """The median over models of each model's ``quantile`` of c_box over its points robust to
     both attacks (a median, so one model on another FOSC scale does not set it)."""
-    per_model = []
-    for r in results:
-        vals = np.asarray(r["per_example"]["fosc_box"])[
-            np.asarray(r["per_example"]["pgd20_robust"], bool)
-            & ~np.asarray(r["per_example"]["overestimated"], bool)]
-        if vals.size:
-            per_model.append(float(np.quantile(vals, quantile)))
+    per_model = [q for q in (robust_quantile(r, quantile) for r in results) if q is not None]
     return float(np.median(per_model)) if per_model else None
 
 
@@ -173,7 +176,7 @@ def summarise(results: Sequence[Mapping], num_resamples: int = 2000, seed: int =
             flagged=int(flagged.sum()),
             recall_at_tau=float((flagged & over).sum() / max(over.sum(), 1)),
             false_flag_rate=float((flagged & ~over).sum() / max((surv & ~over).sum(), 1)),
-            seconds=r["seconds"]))
+            robust_q90=robust_quantile(r), seconds=r["seconds"]))
     return dict(tau=tau, tau_quantile=TAU_QUANTILE, num_resamples=num_resamples, models=rows)
 
 
@@ -196,6 +199,7 @@ def markdown(summary: Mapping) -> str:
                      + f" | {m['flagged']} ({m['recall_at_tau']:.2f} / "
                        f"{m['false_flag_rate']:.2f}) |")
     tau = summary["tau"]
+    lines += ["", overview(summary)]
     lines += ["", f"AUC: how well each PGD-20 end-point score ranks the overestimated points "
                   f"(PGD-20-robust, broken by AutoAttack) above those robust to both; "
                   f"[95% stratified percentile bootstrap, {summary['num_resamples']} "
@@ -203,6 +207,26 @@ def markdown(summary: Mapping) -> str:
                   f"{summary['tau_quantile']:g} quantile of FOSC_box over the points robust "
                   f"to both, median over the models)."]
     return "\n".join(lines) + "\n"
+
+
+def overview(summary: Mapping) -> str:
+    """The table in words: on how many models FOSC_box ranks below each baseline, on how many
+    the paired interval excludes 0 (each way), and the spread of the per-model quantile that
+    sets tau."""
+    models = summary["models"]
+    parts = []
+    for key, label in (("loss", "the loss"), ("neg_margin", "the margin")):
+        diffs = [m["separation"].get(f"fosc_box_minus_{key}") for m in models]
+        diffs = [d for d in diffs if d is not None and d.get("diff") is not None]
+        below = sum(d["diff"] < 0 for d in diffs)
+        sure_below = sum(d["high"] < 0 for d in diffs)
+        sure_above = sum(d["low"] > 0 for d in diffs)
+        parts.append(f"below {label} on {below} of {len(diffs)} models (interval below 0 on "
+                     f"{sure_below}, above 0 on {sure_above})")
+    qs = [m["robust_q90"] for m in models if m.get("robust_q90") is not None]
+    spread = (f" The {summary['tau_quantile']:g} quantile of FOSC_box over each model's points "
+              f"robust to both ranges from {min(qs):.3g} to {max(qs):.3g}." if qs else "")
+    return "FOSC_box's AUC is " + "; ".join(parts) + "." + spread
 
 
 def histogram(results: Sequence[Mapping], path: str, tau: Optional[float]) -> None:
@@ -213,8 +237,12 @@ def histogram(results: Sequence[Mapping], path: str, tau: Optional[float]) -> No
 
     from fosc_jax.rundir.integrity import atomic_write
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.4), squeeze=False)
-    for ax, r in zip(axes[0], results):
+    cols = min(len(results), HISTOGRAM_COLUMNS)
+    rows = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(results):]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, results):
         pe = r["per_example"]
         surv = np.asarray(pe["pgd20_robust"], bool)
         over = np.asarray(pe["overestimated"], bool)
@@ -230,7 +258,8 @@ def histogram(results: Sequence[Mapping], path: str, tau: Optional[float]) -> No
         ax.set_title(f"{r['model']} (eps {r['eps']:g}, n={r['n']})")
         ax.set_xlabel("final FOSC_box of PGD-20")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("density")
+    for row in axes:
+        row[0].set_ylabel("density")
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
     plt.close(fig)
@@ -290,10 +319,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    args = build_parser().parse_args(argv)
+def validate(args: argparse.Namespace) -> None:
+    """Every flag checked before any compute; a UsageError names the flag and the fix."""
+    from fosc_jax.errors import UsageError
     if not args.data:
-        raise SystemExit("give --data DIR (or set FOSC_JAX_MNIST_DIR)")
+        raise UsageError("--data: give the test data folder (or bundled), or set "
+                         "FOSC_JAX_MNIST_DIR.")
+    folder = args.data[len("files:"):] if args.data.startswith("files:") else args.data
+    if args.data not in ("bundled", "tfds") and not os.path.isdir(folder):
+        raise UsageError(f"--data: no folder {args.data!r}; give the folder of the test data "
+                         "files, bundled or tfds.")
+    missing = [m for m in args.models if not os.path.isdir(m)]
+    if missing:
+        raise UsageError(f"--models: no such folder: {', '.join(missing)}; give exported "
+                         "model folders or run directories.")
+    for flag, value, low in (("--num-examples", args.num_examples, 1),
+                             ("--batch-size", args.batch_size, 1),
+                             ("--bootstrap", args.bootstrap, 100)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag}: must be >= {low}, got {value}.")
+    if args.eps is not None and not 0 < args.eps <= 1:
+        raise UsageError(f"--eps: must be in (0, 1] for inputs in [0, 1], got {args.eps}.")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    from fosc_jax.errors import cli_guard
+    return cli_guard(_main)(argv)
+
+
+def _main(argv: Optional[Sequence[str]]) -> dict:
+    args = build_parser().parse_args(argv)
+    validate(args)
     import jax
 
     from fosc_jax import cpu_malloc
