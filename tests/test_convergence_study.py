@@ -78,6 +78,9 @@ def test_tau_summary_and_files(tmp_path):
     tau = cs.choose_tau(results)
     assert tau == pytest.approx(np.mean([np.quantile(b, 0.9) for b in both]))  # 2 models
     summary = cs.summarise(results, num_resamples=200)
+    from fosc_jax.evaluation.convergence import TAU_CE
+    assert summary["tau"] == TAU_CE and summary["rule_tau"] == tau   # flags at evaluate's tau
+    summary = cs.summarise(results, num_resamples=200, tau=tau)
     m = summary["models"][0]
     pe = {k: np.asarray(v) for k, v in results[0]["per_example"].items()}
     flagged = pe["pgd20_robust"] & (pe["fosc_box"] > tau)

@@ -159,9 +159,13 @@ def choose_tau(results: Sequence[Mapping], quantile: float = TAU_QUANTILE) -> Op
     return float(np.median(per_model)) if per_model else None
 
 
-def summarise(results: Sequence[Mapping], num_resamples: int = 2000, seed: int = 0) -> dict:
-    """Per model: counts, AUCs with intervals, and the flag rates at the chosen tau."""
-    tau = choose_tau(results)
+def summarise(results: Sequence[Mapping], num_resamples: int = 2000, seed: int = 0,
+              tau: Optional[float] = None) -> dict:
+    """Per model: counts, AUCs with intervals, and the flag rates at ``tau`` (default: the
+    tau evaluate.py uses, ``convergence.TAU_CE``); ``rule_tau`` is what the calibration rule
+    (:func:`choose_tau`) gives on these models."""
+    from fosc_jax.evaluation.convergence import TAU_CE
+    tau = TAU_CE if tau is None else tau
     rows = []
     for r in results:
         pe = r["per_example"]
@@ -177,14 +181,15 @@ def summarise(results: Sequence[Mapping], num_resamples: int = 2000, seed: int =
             recall_at_tau=float((flagged & over).sum() / max(over.sum(), 1)),
             false_flag_rate=float((flagged & ~over).sum() / max((surv & ~over).sum(), 1)),
             robust_q90=robust_quantile(r), seconds=r["seconds"]))
-    return dict(tau=tau, tau_quantile=TAU_QUANTILE, num_resamples=num_resamples, models=rows)
+    return dict(tau=tau, rule_tau=choose_tau(results), tau_quantile=TAU_QUANTILE,
+                num_resamples=num_resamples, models=rows)
 
 
 def markdown(summary: Mapping) -> str:
     """The summary as a Markdown table."""
     lines = ["| model | n | PGD-20 robust | overestimated | AUC FOSC_box | AUC FOSC | "
              "AUC loss | AUC -margin | FOSC_box - loss | FOSC_box - margin | "
-             "flagged > tau (recall / false-flag rate) |",
+             f"flagged > tau {summary['tau']:g} (recall / false-flag rate) |",
              "|" + "---|" * 11]
 
     def cell(s, key="auc"):
@@ -198,14 +203,15 @@ def markdown(summary: Mapping) -> str:
                      f"| " + " | ".join([cell(sep[k]) for k in SCORES] + diffs)
                      + f" | {m['flagged']} ({m['recall_at_tau']:.2f} / "
                        f"{m['false_flag_rate']:.2f}) |")
-    tau = summary["tau"]
+    tau, rule = summary["tau"], summary.get("rule_tau")
     lines += ["", overview(summary)]
     lines += ["", f"AUC: how well each PGD-20 end-point score ranks the overestimated points "
                   f"(PGD-20-robust, broken by AutoAttack) above those robust to both; "
                   f"[95% stratified percentile bootstrap, {summary['num_resamples']} "
-                  f"resamples; the differences are paired]. tau = {'-' if tau is None else f'{tau:.4g}'} (the "
-                  f"{summary['tau_quantile']:g} quantile of FOSC_box over the points robust "
-                  f"to both, median over the models)."]
+                  f"resamples; the differences are paired]. tau = {tau:g}, the one evaluate.py uses; "
+                  f"the calibration rule (the {summary['tau_quantile']:g} quantile of FOSC_box "
+                  f"over each model's points robust to both, median over the models) gives "
+                  f"{'-' if rule is None else f'{rule:.3g}'} on these models."]
     return "\n".join(lines) + "\n"
 
 
