@@ -219,7 +219,7 @@ def test_cifar_smoke_command_runs_every_stage_end_to_end(tmp_path, capsys):
         assert f"({paper[metric]:.2f}; " in text, metric
     assert "## White-box accuracy (%), eps 8/255" in text and "## Black-box accuracy" in text
     assert "Section 3" not in text and "over seeds" not in text and "collapse" not in text
-    assert "surrogate: scored clean only" in text
+    assert "scored clean only, nothing to check: surrogate" in text
     assert "AutoAttack: not run yet" not in text and "| dynamic |" in text.split(
         "AutoAttack")[-1]
     assert os.path.getsize(out / "figures" / "eps_sweep.png") > 1000

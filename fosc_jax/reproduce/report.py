@@ -175,19 +175,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
         summary = " ".join(s for s in (summary, s3_summary) if s) or None
     if "convergence" in exp.stages:
         L += _convergence_lines(out)
-    L += ["", "## Honesty checks", ""]
-    if "convergence" in exp.stages:
-        L += ["The \"unconverged\" shares count robust points whose final FOSC exceeds one "
-              "fixed tau; FOSC's scale differs from model to model (the FOSC diagnostic "
-              "above: its 0.9 quantile over truly robust points spans a wide range), so read "
-              "a share against the other attacks on the same model, not across models. "
-              "AutoAttack (above) is the measure of how far the numbers overstate.", ""]
-    for name, rec in records.items():
-        warns = (rec.get("honesty") or {}).get("warnings") or []
-        messages = [w.get("message", str(w)).rstrip(".") for w in warns]
-        L.append(f"- {name}: " + ("scored clean only, nothing to check"
-                                  if rec.get("honesty") is None and not rec["white_box"] else
-                                  "no warning" if not warns else "; ".join(messages) + "."))
+    L += sections.honesty_lines(records, read_within_model="convergence" in exp.stages)
     L += sections.training_lines(runs, metrics, scale)
     L += notes.outlier_epochs(metrics, explain_curriculum=exp.collapse_note)
     if exp.collapse_note:

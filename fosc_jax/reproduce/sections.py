@@ -39,6 +39,62 @@ def provenance_lines(prov: Mapping, names: list[str]) -> list[str]:
     return ["Code and machines, per run:", ""] + lines + ([f"- {note}"] if note else []) + [""]
 
 
+def honesty_lines(records: Mapping[str, Mapping], read_within_model: bool = False
+                  ) -> list[str]:
+    """The honesty checks: one table of the convergence report (share of each attack's
+    robust points whose final FOSC exceeds tau, and those points as accuracy), then every
+    other warning per model."""
+    L = ["", "## Honesty checks", ""]
+    attacks = [a for a in ATTACK_LABELS if any(
+        ((rec.get("convergence") or {}).get(a) or {}).get("unconverged") is not None
+        for rec in records.values())]
+    rows = []
+    for name, rec in records.items():
+        conv = rec.get("convergence") or {}
+        cells = []
+        for a in attacks:
+            e = conv.get(a)
+            cells.append("-" if not e or e.get("unconverged") is None else
+                         f"{100 * e['unconverged']['accuracy']:.1f} "
+                         f"({100 * e['unconverged_points']:.1f})")
+        if any(c != "-" for c in cells):
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    if rows:
+        taus = sorted({f"{e['tau']:g}" for rec in records.values()
+                       for e in (rec.get("convergence") or {}).values()
+                       if e.get("tau") is not None})
+        L += [f"Robust points that end unconverged: % of each attack's robust points whose "
+              f"final FOSC (box-aware, of the attack's own loss) exceeds tau "
+              f"{' / '.join(taus)}, and in brackets the same points as points of accuracy "
+              "(the rule `convergence` warns above 1). There the attack had not converged, "
+              "so the accuracy may be too high."
+              + (" FOSC's scale differs from model to model (the FOSC diagnostic above: its "
+                 "0.9 quantile over truly robust points spans a wide range), so read a share "
+                 "against the other attacks on the same model, not across models; AutoAttack "
+                 "(above) measures how far the numbers overstate." if read_within_model
+                 else ""), "",
+              "| run | " + " | ".join(ATTACK_LABELS[a] for a in attacks) + " |",
+              "|---|" + "---|" * len(attacks)] + rows + [""]
+    L += ["Other checks:" if rows else "Checks:", ""]
+    quiet, unchecked = [], []
+    for name, rec in records.items():
+        if rec.get("honesty") is None and not rec["white_box"]:
+            unchecked.append(name)
+            continue
+        warns = [w for w in (rec.get("honesty") or {}).get("warnings") or []
+                 if not (rows and w.get("check") == "convergence")]
+        if not warns:
+            quiet.append(name)
+            continue
+        L.append(f"- {name}: " + "; ".join(w.get("message", str(w)).rstrip(".")
+                                           for w in warns) + ".")
+    if quiet:
+        L.append(f"- no warning: {', '.join(quiet)}")
+    if unchecked:
+        L.append(f"- scored clean only, nothing to check: {', '.join(unchecked)}")
+    return L
+
+
 def commits(prov: Mapping, key: str) -> str:
     """The commits that ran a stage (a resumed stage may span several)."""
     value = prov.get(key, "unknown")
