@@ -271,15 +271,11 @@ def histogram(results: Sequence[Mapping], path: str, tau: Optional[float]) -> No
     plt.close(fig)
 
 
-def _write_json(path: str, obj) -> None:
-    from fosc_jax.rundir.integrity import atomic_write_text
-    atomic_write_text(path, json.dumps(obj, indent=1))
-
-
 def run(models: Sequence[str], data_dir: str, out: str, num_examples: Optional[int], *,
         num_resamples: int = 2000, **kwargs) -> dict:
     """Measure each model (skipping one whose OUT/MODEL.json has the same settings), then
     write summary.json, summary.md and fosc_histogram.png."""
+    from fosc_jax.rundir.integrity import atomic_write_json, atomic_write_text
     os.makedirs(out, exist_ok=True)
     results = []
     for model_dir in models:
@@ -296,13 +292,12 @@ def run(models: Sequence[str], data_dir: str, out: str, num_examples: Optional[i
                 continue
         result = measure_model(model_dir, data_dir, num_examples, **kwargs)
         result["settings"] = want
-        _write_json(path, result)
+        atomic_write_json(path, result)
         print(f"{name}: PGD-20 {result['seconds']['pgd20']:.0f} s, AutoAttack "
               f"{result['seconds']['autoattack']:.0f} s", flush=True)
         results.append(result)
     summary = summarise(results, num_resamples)
-    _write_json(os.path.join(out, "summary.json"), summary)
-    from fosc_jax.rundir.integrity import atomic_write_text
+    atomic_write_json(os.path.join(out, "summary.json"), summary)
     atomic_write_text(os.path.join(out, "summary.md"), markdown(summary))
     histogram(results, os.path.join(out, "fosc_histogram.png"), summary["tau"])
     return summary

@@ -10,10 +10,11 @@ import numpy as np
 from fosc_jax.reproduce import section3, stats
 
 
-def section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
-                   comparisons) -> tuple[list[str], Optional[str]]:
+def section3_lines(all_runs, s3_runs, scale, out, records, s3_records, comparisons,
+                   metrics) -> tuple[list[str], Optional[str]]:
     """Section 3 (Figures 2 and 3), the FOSC-vs-loss claim and the claims table; and the
-    claim's answer in one sentence for the README (None before it can be answered)."""
+    claim's answer in one sentence for the README (None before it can be answered).
+    ``metrics``: each trained run's metrics rows, by name (the report has read them)."""
     L = ["", "## Section 3: convergence quality against robustness", ""]
     if not s3_records:
         return L + ["Not evaluated yet (stage `section3`, after the Section 3 runs are "
@@ -29,7 +30,7 @@ def section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
           "it exceeds 2.77 x the seed SD of Standard measured above (the 95% half-width of a "
           "difference of two single-seed runs)"
           + (f", i.e. {2.77 * sd:.1f} points." if sd is not None else ".")
-          + _cost_sentence(s3_runs, out, s3_records), ""]
+          + _cost_sentence(s3_runs, metrics, s3_records), ""]
     L += section3.section3_lines(s3_runs, scale, out, s3_records)
     points = section3.claim_points(all_runs, out, records, s3_records)
     adv = section3.rank_advantage(points)     # the bootstrap, once for both tables
@@ -56,22 +57,19 @@ def section3_lines(all_runs, s3_runs, scale, out, records, s3_records,
 
 def _readme_sentence(points, adv) -> str:
     """The FOSC-vs-loss answer with its interval, for the README's verdict."""
-    g = [p.study for p in points]
-    sizes = " + ".join(str(g.count(s)) for s in dict.fromkeys(g))
     verdict = stats.verdict(adv, null=0.0, above="FOSC does", below="the loss does better",
-                            n=f"{sizes} runs")
+                            n=section3.runs_label(points))
     return ("Section 3, does the last epoch's training FOSC predict final PGD-20 better than "
             f"the loss? |rho(FOSC mean)| - |rho(loss mean)| = {adv.estimate:+.2f} "
             f"[{adv.low:+.2f}, {adv.high:+.2f}]"
-            + (" (ranks within studies)" if len(set(g)) > 1 else "") + f": {verdict}.")
+            + (" (ranks within studies)" if len({p.study for p in points}) > 1 else "")
+            + f": {verdict}.")
 
 
-def _cost_sentence(s3_runs, out, s3_records) -> str:
+def _cost_sentence(s3_runs, metrics, s3_records) -> str:
     """What the Section 3 runs cost on the machines that ran them (epoch and scoring time)."""
-    from fosc_jax import rundir
-    from fosc_jax.reproduce import pipeline, sections
-    train = sum(sections.seconds(rundir.read_metrics(pipeline.run_dir(out, r)))
-                for r in s3_runs)
+    from fosc_jax.reproduce import sections
+    train = sum(sections.seconds(metrics.get(r.name, [])) for r in s3_runs)
     scored = sum(rec.get("eval_seconds", 0.0) for rec in s3_records.values())
     return (f" Cost: {train / 60:.0f} min of training epochs (wall clock, slow epochs listed "
             f"under Training) over {len(s3_runs)} runs and "
@@ -128,10 +126,11 @@ def _claims_table(s3_runs, s3, comparisons, points, sd, adv) -> list[str]:
         y, g = [p.pgd20 for p in points], [p.study for p in points]
         r, rl = (stats.stratified_spearman(v, y, g) for v in
                  ([p.fosc_mean for p in points], [p.loss_mean for p in points]))
-        sizes = " + ".join(str(g.count(s)) for s in dict.fromkeys(g))
-        holds = stats.verdict(adv, null=0.0, above="yes", below="no", n=f"{sizes} runs")
+        runs_label = section3.runs_label(points)
+        holds = stats.verdict(adv, null=0.0, above="yes", below="no", n=runs_label)
         within = "within studies, " if len(set(g)) > 1 else ""
         rows.append(f"| Final FOSC tracks robustness; the loss does not (Figure 2) | lower FOSC, "
                     f"more robust; loss not consistent | {within}rho(FOSC mean, PGD-20) "
-                    f"{r:+.2f}, rho(loss mean, PGD-20) {rl:+.2f}, n = {sizes} | {holds} |")
+                    f"{r:+.2f}, rho(loss mean, PGD-20) {rl:+.2f}, "
+                    f"n = {runs_label.removesuffix(' runs')} | {holds} |")
     return rows

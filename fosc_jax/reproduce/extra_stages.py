@@ -1,5 +1,6 @@
-"""The stages only the MNIST experiment offers (``experiments.MNIST.stages``): AutoAttack
-on every defense model, and FOSC as an evaluation diagnostic (docs/fosc_evaluation.md).
+"""The scoring stages beyond the white-box and black-box tables: AutoAttack on every
+defense model (both experiments), and FOSC as an evaluation diagnostic (MNIST only,
+docs/fosc_evaluation.md); ``Experiment.stages`` says which experiment has which.
 
 Both skip models already scored, as the other stages do (:mod:`fosc_jax.reproduce.pipeline`).
 """
@@ -11,7 +12,7 @@ from typing import Optional, Sequence
 from fosc_jax import rundir
 from fosc_jax.reproduce.pipeline import model_dir, never, score_each, test_subset
 from fosc_jax.reproduce.plan import Run, Scale
-from fosc_jax.reproduce.provenance import record_run, record_stage
+from fosc_jax.reproduce.provenance import record_run
 
 
 def autoattack_all(runs: Sequence[Run], scale: Scale, ds, out: str, log=print,
@@ -50,7 +51,6 @@ def convergence_all(runs: Sequence[Run], scale: Scale, source: str, out: str, lo
     if not measured or stop():
         return None
     folder = os.path.join(out, "eval", "convergence")
-    record_stage(out, "eval_commit")
     for run in measured:   # provenance for the models this call measures, not those it skips
         if not os.path.exists(os.path.join(folder, f"{run.name}.json")):
             record_run(out, run.name, "convergence")

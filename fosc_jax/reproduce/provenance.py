@@ -2,7 +2,7 @@
 
 OUT/provenance.json keeps, per stage key ("train_commit", "eval_commit"), the commits that
 ran it, and under "runs" for each run the commits and machines that trained it (a resumed run
-may span several) and that evaluated it. RESULTS.md prints both, so a number is never
+may span several), evaluated it, ran AutoAttack on it and measured its FOSC diagnostic. RESULTS.md prints both, so a number is never
 credited to the machine that merely wrote the report.
 """
 from __future__ import annotations
@@ -88,8 +88,8 @@ def record_stage(out: str, key: str) -> None:
 
 
 def record_run(out: str, name: str, stage: str) -> None:
-    """Append {commit, machine} of this process to run ``name``'s ``stage`` ("train" or
-    "eval", "autoattack") list, unless it is already the last entry; and the commit to
+    """Append {commit, machine} of this process to run ``name``'s ``stage`` ("train", "eval",
+    "autoattack" or "convergence") list, unless it is already the last entry; and the commit to
     the stage's key ("train_commit", else "eval_commit")."""
     record_stage(out, "train_commit" if stage == "train" else "eval_commit")
     prov = read(out)

@@ -170,7 +170,7 @@ def write_report(runs: Sequence[Run], scale: Scale, ds, out: str, *, command: st
     summary = _seed_lines(L, comparisons) if exp.seed_stats else None
     if "section3" in exp.stages:
         s3_lines, s3_summary = claims.section3_lines(all_runs, s3_runs, scale, out, records,
-                                                     s3_records, comparisons)
+                                                     s3_records, comparisons, metrics)
         L += s3_lines
         summary = " ".join(s for s in (summary, s3_summary) if s) or None
     if "convergence" in exp.stages:

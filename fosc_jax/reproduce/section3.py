@@ -159,6 +159,18 @@ def rank_advantage(points: Sequence[ClaimPoint], stratified: bool = True
                                     [p.study for p in points] if stratified else None)
 
 
+def _studies(points: Sequence[ClaimPoint]) -> list[str]:
+    """The studies of ``points``, the known ones first in GROUP_LABELS order."""
+    present = {p.study for p in points}
+    return [s for s in GROUP_LABELS if s in present] + sorted(present - set(GROUP_LABELS))
+
+
+def runs_label(points: Sequence[ClaimPoint]) -> str:
+    """How many runs, per study when there are several: "12 + 10 runs" or "22 runs"."""
+    return " + ".join(str(sum(p.study == s for p in points)) for s in _studies(points)) \
+        + " runs"
+
+
 def _features(points: Sequence[ClaimPoint]) -> dict:
     return {"FOSC mean": np.array([p.fosc_mean for p in points]),
             f"FOSC share <= {CONVERGED}": np.array([p.fosc_converged for p in points]),
@@ -185,8 +197,9 @@ def claim_rows(points: Sequence[ClaimPoint], adv: Optional[stats.Interval] = Non
     if np.ptp(y) == 0:
         return [f"(final PGD-20 is {y[0]:.2f}% for all {len(y)} runs: nothing to rank)"], None
     g = np.array([p.study for p in points])
-    studies = [s for s in GROUP_LABELS if s in set(g)] + sorted(set(g) - set(GROUP_LABELS))
+    studies = _studies(points)
     several = len(studies) > 1
+    intervals = {}    # each feature's stratified bootstrap, once for the table and the answer
     head = ["last-epoch feature"] + [
         f"rho within {GROUP_LABELS.get(s, s)} (n = {np.sum(g == s)})" for s in studies
         if several] + ["rho within studies [95% CI]" if several else "Spearman rho [95% CI]",
@@ -202,24 +215,23 @@ def claim_rows(points: Sequence[ClaimPoint], adv: Optional[stats.Interval] = Non
             m = g == s
             cells.append("-" if np.ptp(v[m]) == 0 or np.ptp(y[m]) == 0 or m.sum() < 3
                          else f"{stats.spearman(v[m], y[m]).rho:+.2f}")
-        r = feature_rho(points, name)
+        r = intervals[name] = feature_rho(points, name)
         pooled = stats.spearman(v, y) if np.ptp(v) > 0 else None
         cells += [f"{r.estimate:+.2f} [{r.low:+.2f}, {r.high:+.2f}]",
                   "-" if pooled is None else f"{pooled.rho:+.2f} ({pooled.p_value:.3g})"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     adv = adv if adv is not None else rank_advantage(points)
-    n = " + ".join(str(int(np.sum(g == s))) for s in studies)
+    n = runs_label(points)
     better = stats.verdict(adv, null=0.0, above="yes: FOSC ranks the runs better",
-                           below="no: the loss ranks the runs better",
-                           n=f"{n} runs" if several else f"{len(points)} runs")
+                           below="no: the loss ranks the runs better", n=n)
     answer = (f"|rho(FOSC mean)| - |rho(loss mean)| = {adv.estimate:+.2f} "
               f"[{adv.low:+.2f}, {adv.high:+.2f}] (95%, {adv.method}): {better}.")
-    fosc = feature_rho(points, "FOSC mean")
+    fosc = intervals.get("FOSC mean") or feature_rho(points, "FOSC mean")
     answer += (" The paper's direction, lower final FOSC for the more robust model, is a "
                f"negative rho; FOSC mean's is {fosc.estimate:+.2f} [{fosc.low:+.2f}, "
                f"{fosc.high:+.2f}]: " + stats.verdict(
                    fosc, null=0.0, above="the opposite direction", below="the paper's "
-                   "direction", n=f"{n} runs" if several else f"{len(points)} runs") + ".")
+                   "direction", n=n) + ".")
     if several:
         pooled = rank_advantage(points, stratified=False)
         answer += (" Pooling all runs as one group instead gives "
